@@ -1,0 +1,52 @@
+import pytest
+
+from repaint.schedule import JumpSchedule, count_network_calls, jump_schedule, transitions
+
+
+def _case_ids(data):
+    return [case["id"] for case in data["cases"]]
+
+
+def test_every_reference_schedule_is_reproduced(schedules_fixture):
+    for case in schedules_fixture["cases"]:
+        times = jump_schedule(**case["kwargs"])
+        assert times == case["times"], case["id"]
+        assert count_network_calls(times) == case["num_reverse_transitions"], case["id"]
+        assert len(times) - 1 - count_network_calls(times) == case["num_forward_transitions"], case["id"]
+
+
+def test_dataclass_matches_function_with_resolved_params(schedules_fixture):
+    for case in schedules_fixture["cases"]:
+        assert JumpSchedule(**case["resolved_params"]).times() == case["times"], case["id"]
+
+
+def test_paper_setting_costs_2410_calls():
+    assert JumpSchedule(250, 10, 10).network_calls() == 2410
+    assert JumpSchedule(250, 1, 1).network_calls() == 250
+
+
+def test_every_move_is_a_single_step_and_ends_at_minus_one():
+    times = JumpSchedule(50, 5, 3, n_sample=2, jump2_length=2, jump2_n_sample=2).times()
+    assert times[0] == 49 and times[-1] == -1
+    assert all(abs(b - a) == 1 for a, b in transitions(times))
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"t_T": 0}, "t_T"),
+        ({"t_T": 10, "jump_length": 0}, "jump_length"),
+        ({"t_T": 10, "jump_n_sample": -1}, "jump_n_sample"),
+        ({"t_T": 10, "jump_length": 10, "jump_n_sample": 2}, "smaller than t_T"),
+        ({"t_T": 10, "jump2_length": 12, "jump2_n_sample": 3}, "jump2_length"),
+        ({"t_T": 10.5}, "integer"),
+    ],
+)
+def test_impossible_parameters_are_refused(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        jump_schedule(**kwargs)
+
+
+def test_transitions_refuse_jumps_of_more_than_one():
+    with pytest.raises(ValueError, match="single steps"):
+        transitions([5, 4, 2, -1])
