@@ -1,0 +1,1 @@
+"""Samplers beyond the paper, registered by name in :data:`repaint.pipeline.SAMPLERS`."""
