@@ -531,13 +531,16 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[dict[s
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
     except Exception as error:  # torch/safetensors/json raise many types for a damaged file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = str(error).strip().split(". ")[0].splitlines()[0] if str(error).strip() else ""
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {reason}") from error
 
 
-def config_record(config: Config) -> dict[str, Any]:
-    """What is stored next to the weights: ``{"kind": ..., "config": {...}}``."""
-    return {"kind": config_kind(config), "config": config.to_dict()}
+def config_record(config: Config, diffusion: "DiffusionSettings | None" = None) -> dict[str, Any]:
+    """What is stored next to the weights: ``{"kind": ..., "config": {...}}`` (+ ``"diffusion"`` for UNets)."""
+    record = {"kind": config_kind(config), "config": config.to_dict()}
+    if diffusion is not None:
+        record["diffusion"] = diffusion.to_dict()
+    return record
 
 
 def config_from_record(record: Mapping[str, Any], kind: str | None = None) -> Config:
@@ -610,7 +613,12 @@ def load_checkpoint(
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     state_dict, stored = read_checkpoint(path, map_location)
-    config, source = _choose_config(state_dict, stored, preset, kind, dict(overrides))
+    if kind is not None and kind != detect_kind(state_dict):
+        raise CheckpointError(f"{path} holds a {detect_kind(state_dict)} state dict, not a {kind}")
+    try:
+        config, source = _choose_config(state_dict, stored, preset, kind, dict(overrides))
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     problem = describe_mismatch(_shapes(state_dict), expected_shapes(config))
     if problem:
         raise CheckpointError(f"{path} does not fit {source} {_summary(config)}: {problem}")
@@ -620,8 +628,14 @@ def load_checkpoint(
     return model.eval(), config
 
 
-def save_checkpoint(model: nn.Module, config: Config, path: str | Path, half: bool = False) -> Path:
-    """Write ``model``'s weights as safetensors with ``config`` in the metadata (``half``: float16)."""
+def save_checkpoint(
+    model: nn.Module, config: Config, path: str | Path, half: bool = False,
+    diffusion: DiffusionSettings | None = None, extra: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``model``'s weights as safetensors with ``config`` (and the training ``diffusion``) in the metadata.
+
+    ``half`` stores float16; ``extra`` adds further string metadata (e.g. training step).
+    """
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -631,5 +645,6 @@ def save_checkpoint(model: nn.Module, config: Config, path: str | Path, half: bo
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     path = Path(path)
-    save_file(state, str(path), metadata={METADATA_KEY: json.dumps(config_record(config))})
+    metadata = {METADATA_KEY: json.dumps(config_record(config, diffusion)), **(extra or {})}
+    save_file(state, str(path), metadata=metadata)
     return path
