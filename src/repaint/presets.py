@@ -619,6 +619,8 @@ def load_checkpoint(
         config, source = _choose_config(state_dict, stored, preset, kind, dict(overrides))
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
+    if config_kind(config) != detect_kind(state_dict):
+        raise CheckpointError(f"{path} holds a {detect_kind(state_dict)} state dict, but {source} is a {config_kind(config)}")
     problem = describe_mismatch(_shapes(state_dict), expected_shapes(config))
     if problem:
         raise CheckpointError(f"{path} does not fit {source} {_summary(config)}: {problem}")
