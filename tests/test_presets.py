@@ -243,3 +243,27 @@ def test_save_refuses_a_config_that_does_not_match(tmp_path):
     model = build_model(config_from_official_kwargs(io["create_kwargs"]))
     with pytest.raises(CheckpointError):
         save_checkpoint(model, get_preset("celeba256").config, tmp_path / "x.safetensors")
+
+
+def test_kind_mismatch_is_one_line(tmp_path):
+    _, state_dict = load_fixture("unet_s1")
+    path = tmp_path / "unet.pt"
+    torch.save(state_dict, path)
+    with pytest.raises(CheckpointError, match="holds a unet state dict"):
+        load_checkpoint(path, kind="classifier")
+    with pytest.raises(CheckpointError, match="holds a unet state dict, but preset 'imagenet256_classifier'"):
+        load_checkpoint(path, preset="imagenet256_classifier")
+
+
+def test_saved_diffusion_settings_travel_with_the_weights(tmp_path):
+    from repaint.presets import read_checkpoint
+
+    io, state_dict = load_fixture("unet_s2")
+    config = config_from_official_kwargs(io["create_kwargs"])
+    model = build_model(config)
+    model.load_state_dict(state_dict)
+    settings = DiffusionSettings(steps=1000, noise_schedule="cosine", learn_sigma=False)
+    path = save_checkpoint(model, config, tmp_path / "m.safetensors", diffusion=settings)
+    _, stored = read_checkpoint(path)
+    assert DiffusionSettings.from_dict(stored["diffusion"]) == settings
+    assert load_checkpoint(path)[1] == config
