@@ -1,0 +1,366 @@
+"""The ``repaint`` command line: ``inpaint``, ``schedule`` and ``presets``.
+
+Thin by design: options are parsed here and handed to :mod:`repaint.pipeline`, :mod:`repaint.io`,
+:mod:`repaint.masks`, :mod:`repaint.schedule` and :mod:`repaint.conf`. Bad input ends in one line on stderr,
+``repaint: error: ...``, with exit status 2 (input or usage) or 1 (the run itself failed), and no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import click
+import torch
+
+from .io import FIT_MODES, OutputDirs, OutputWriter, fit_to_size, load_image, save_image
+from .masks import MaskError, load_mask
+from .presets import PRESETS, CheckpointError
+from .sampler import INJECTION_MODES, SamplingError, Step
+from .schedule import JumpSchedule
+
+# The bundled 64x64 face model is small; this schedule keeps `repaint inpaint IMAGE MASK` near a minute on two CPU
+# cores. Official checkpoints and other files get the paper's schedule (SamplerSettings' defaults: 250 / 10 / 10).
+BUNDLED_DEFAULT_SCHEDULE = dict(steps=50, jump_length=5, jump_n_sample=5)
+
+EXAMPLES = """
+\b
+Examples:
+  repaint inpaint examples/face.png examples/face_mask.png
+  repaint inpaint photo.png hole.png --model celeba256 --resize --crop --n-samples 4
+  repaint inpaint dog.png mask.png --model imagenet256 --classifier imagenet256_classifier --class-label 207
+  repaint inpaint --conf confs/test_c256_thin.yml          (a config of the reference repository)
+"""
+
+
+class InputError(ValueError):
+    """Bad input found by the CLI itself (exit status 2)."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return " ".join(text.split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"repaint: warning: {_one_line(Warning(str(message)))}", err=True)
+
+
+def _handles_errors(command):
+    """Library errors -> one line on stderr and exit status 2 (input) or 1 (runtime); warnings as one line."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (SamplingError, RuntimeError, OSError, MemoryError) as err:
+            click.echo(f"repaint: error: {_one_line(err)}", err=True)
+            raise click.exceptions.Exit(1) from None
+        except (ValueError, TypeError) as err:  # ImageError, MaskError, CheckpointError, ConfError are ValueErrors
+            click.echo(f"repaint: error: {_one_line(err)}", err=True)
+            raise click.exceptions.Exit(2) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="repaint")
+def cli() -> None:
+    """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# repaint inpaint
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Item:
+    name: str
+    image: torch.Tensor   # [3, H, W] in [-1, 1]
+    mask: torch.Tensor    # [1, H, W], 1 = keep
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return name
+
+
+def _fit_mode(resize: bool, crop: bool) -> str:
+    return {(False, False): "error", (True, False): "resize", (False, True): "center-crop",
+            (True, True): "resize-crop"}[(resize, crop)]
+
+
+def _load_item(image_path: Path, mask_path: Path, size: int, fit: str, invert: bool) -> _Item:
+    """Image and mask at the model's size, checked: same size, something to fill."""
+    image = fit_to_size(load_image(image_path), size, fit, what=f"image {image_path}")
+    mask = fit_to_size(load_mask(mask_path, invert=invert)[None], size, fit, mask=True, what=f"mask {mask_path}")
+    if mask.shape[-2:] != image.shape[-2:]:
+        raise MaskError(f"mask {mask_path} is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
+                        f"{image.shape[-1]}x{image.shape[-2]}")
+    if bool((mask == 1).all()):
+        raise MaskError(f"mask {mask_path} has no pixel to fill (all white = keep); black marks the region to "
+                        "fill (--invert-mask if your mask uses white for holes)")
+    if bool((mask == 0).all()):
+        warnings.warn(f"mask {mask_path} is all black: nothing of the image is kept, this is unconditional "
+                      "generation", stacklevel=2)
+    return _Item(image_path.stem, image, mask)
+
+
+def _settings(model: str, opts: dict, explicit: set[str], base: "SamplerSettings | None"):
+    """The sampler settings: conf (if any) or the model's recommended schedule, then explicit options."""
+    from .pipeline import SamplerSettings, with_overrides
+
+    if base is None:
+        base = SamplerSettings(**BUNDLED_DEFAULT_SCHEDULE) if model == "default" else SamplerSettings()
+    schedule = {k: opts[k] for k in ("steps", "jump_length", "jump_n_sample") if opts[k] is not None}
+    if "steps" in schedule:
+        base = replace(base, timestep_respacing="")
+    return with_overrides(
+        base, **schedule,
+        injection=opts["injection"] if "injection" in explicit else None,
+        paste_known=False if opts["no_paste"] else None, sampler=opts["sampler"],
+    )
+
+
+def _label_for(seed: int, classes: int) -> int:
+    return int(torch.randint(classes, (1,), generator=torch.Generator().manual_seed(seed)))
+
+
+class _Run:
+    """Samples every (item, seed) job in batches; writes an item's files once all its samples are done."""
+
+    def __init__(self, inpainter, items, seeds, settings, writer, labels, random_labels, classifier_scale,
+                 batch_size, save_frames, frames_dir):
+        self.inp, self.items, self.seeds, self.settings, self.writer = inpainter, items, seeds, settings, writer
+        self.labels, self.random_labels, self.scale = labels, random_labels, classifier_scale
+        self.batch_size, self.save_frames, self.frames_dir = batch_size, save_frames, frames_dir
+        self.jobs = [(i, seed) for i in range(len(items)) for seed in seeds]
+
+    def batches(self) -> list[list[tuple[int, int]]]:
+        return [self.jobs[i:i + self.batch_size] for i in range(0, len(self.jobs), self.batch_size)]
+
+    def _labels(self, batch):
+        if self.labels is not None:
+            return [self.labels] * len(batch)
+        if self.random_labels:
+            return [_label_for(seed, self.inp.num_classes) for _, seed in batch]
+        return None
+
+    def run(self, bar) -> int:
+        done: dict[int, dict[int, torch.Tensor]] = {}
+        for batch in self.batches():
+            frames: list[tuple[int, torch.Tensor]] = []
+
+            def callback(step: Step) -> None:
+                if step.kind == "reverse":
+                    bar.update(1)
+                    if self.save_frames and step.calls % self.save_frames == 0 and step.pred_xstart is not None:
+                        frames.append((step.calls, step.pred_xstart.detach().cpu()))
+
+            images = torch.stack([self.items[i].image for i, _ in batch])
+            masks = torch.stack([self.items[i].mask for i, _ in batch])
+            out = self.inp(images, masks, [seed for _, seed in batch], self.settings, labels=self._labels(batch),
+                           classifier_scale=self.scale, callback=callback).cpu()
+            for b, (i, seed) in enumerate(batch):
+                done.setdefault(i, {})[seed] = out[b]
+                self._write_frames(self.items[i].name, seed, [(c, f[b]) for c, f in frames])
+                if len(done[i]) == len(self.seeds):
+                    item = self.items[i]
+                    self.writer.write(item.name, item.image, item.mask, done.pop(i))
+        return len(self.jobs)
+
+    def _write_frames(self, name, seed, frames) -> None:
+        for calls, frame in frames:
+            save_image(frame.clamp(-1, 1), self.frames_dir / f"{name}_s{seed}" / f"{calls:05d}.png")
+
+
+def _explicit(ctx: click.Context) -> set[str]:
+    from click.core import ParameterSource
+
+    return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+
+
+@cli.command(epilog=EXAMPLES)
+@click.argument("image", required=False, type=click.Path(path_type=Path))
+@click.argument("mask", required=False, type=click.Path(path_type=Path))
+@click.option("--model", default="default", show_default=True,
+              help='Checkpoint: "default" (the bundled 64x64 face model), a preset name or a file path.')
+@click.option("--preset", default=None, help="Force the architecture of a preset for a checkpoint file.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Respaced diffusion steps T. Default: the model's recommended schedule (paper: 250).")
+@click.option("--jump-length", type=click.IntRange(min=1), default=None, help="Jump length j (paper: 10).")
+@click.option("--jump-n-sample", "--resamplings", "jump_n_sample", type=click.IntRange(min=1), default=None,
+              help="Resamplings r (paper: 10).")
+@click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Samples per image; sample k uses seed SEED + k.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Samples run together. Default: all samples of one image (capped at 8).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the first sample.")
+@click.option("--class-label", type=int, default=None, help="Class for class-conditional models / guidance.")
+@click.option("--classifier", default=None, help="Noisy-image classifier for guidance: preset name or file.")
+@click.option("--classifier-scale", type=float, default=1.0, show_default=True, help="Guidance strength.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Output folder (inpainted/, gt_masked/, gt_keep_mask/, gt/).")
+@click.option("--invert-mask", is_flag=True, help="The mask file uses white for the region to fill.")
+@click.option("--resize", is_flag=True, help="Scale image and mask to the model's size (with --crop: keep aspect).")
+@click.option("--crop", is_flag=True, help="Cut out the centre at the model's size (with --resize: scale first).")
+@click.option("--injection", type=click.Choice(INJECTION_MODES), default="reference", show_default=True,
+              help="How the known region is joined: as the reference code, or as the paper's Alg. 1.")
+@click.option("--no-paste", is_flag=True, help="Do not paste the exact known pixels at the end (as the reference).")
+@click.option("--sampler", default=None, help="Sampler name (default: repaint).")
+@click.option("--conf", "conf_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A reference RePaint YAML config (confs/test_*.yml); options given here override it.")
+@click.option("--save-frames", type=click.IntRange(min=1), default=None,
+              help="Also save the x0 estimate every N network calls to OUT/frames/.")
+@click.pass_context
+@_handles_errors
+def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -> None:
+    """Inpaint IMAGE where MASK is black (white = keep), writing PNGs under --out."""
+    from .conf import load_inpainter, parse_conf, read_conf
+    from .pipeline import Inpainter
+
+    explicit = _explicit(ctx)
+    conf = parse_conf(read_conf(opts["conf_file"])) if opts["conf_file"] else None
+    if conf is not None and conf.unknown:
+        warnings.warn(f"config keys not understood, ignored: {', '.join(conf.unknown)}", stacklevel=1)
+    if (image is None) != (mask is None) or (image is None and conf is None):
+        raise click.UsageError("give IMAGE and MASK (or --conf FILE with data folders)")
+    if conf is not None and image is None and not conf.data:
+        raise click.UsageError("the config has no data.eval entry; give IMAGE and MASK")
+
+    device = _device(opts["device"] if "device" in explicit or conf is None or not conf.device else conf.device)
+    model = opts["model"]
+    if conf is not None and "model" not in explicit:
+        inpainter = load_inpainter(conf, device, classifier=opts["classifier"])
+    else:
+        inpainter = Inpainter.load(model, classifier=opts["classifier"] or (None if conf is None else
+                                   conf.classifier_path), device=device, preset=opts["preset"])
+    settings = _settings(model if conf is None else "conf", opts, explicit, None if conf is None else conf.settings)
+    label = opts["class_label"] if "class_label" in explicit or conf is None else conf.class_label
+    if label is not None and inpainter.num_classes is not None and not 0 <= label < inpainter.num_classes:
+        raise InputError(f"--class-label {label} is out of range 0..{inpainter.num_classes - 1}")
+    scale = opts["classifier_scale"] if "classifier_scale" in explicit or conf is None else conf.classifier_scale
+
+    size, fit = inpainter.image_size, _fit_mode(opts["resize"], opts["crop"])
+    if image is not None:
+        groups = [([_load_item(image, mask, size, fit, opts["invert_mask"])], OutputDirs.under(opts["out_dir"]), None)]
+    else:
+        fit = fit if {"resize", "crop"} & explicit else "resize-crop"  # the reference's loader scales and crops
+        groups = [([_load_item(i, m, size, fit, opts["invert_mask"]) for _, i, m in d.pairs()],
+                   OutputDirs.under(opts["out_dir"]) if "out_dir" in explicit else d.output_dirs(opts["out_dir"]),
+                   d.batch_size) for d in conf.data]
+
+    seeds = [opts["seed"] + k for k in range(opts["n_samples"])]
+    calls = _describe(inpainter, settings, model if conf is None else (opts["model"] if "model" in explicit
+                                                                          else conf.model_path))
+    random_labels = label is None and inpainter.num_classes is not None and conf is not None
+    runs = []
+    for items, dirs, conf_batch in groups:
+        batch = opts["batch_size"] or conf_batch or min(len(seeds), 8)
+        runs.append(_Run(inpainter, items, seeds, settings, OutputWriter(dirs), label, random_labels, scale, batch,
+                         opts["save_frames"], Path(opts["out_dir"]) / "frames"))
+    total = None if calls is None else calls * sum(len(r.batches()) for r in runs)
+    with _progress(total) as bar:
+        counts = [run.run(bar) for run in runs]
+    for run, count in zip(runs, counts):
+        click.echo(f"wrote {count} inpainted image(s) to {run.writer.dirs.inpainted} "
+                   f"(inputs in {run.writer.dirs.gt}, masks in {run.writer.dirs.gt_keep_mask}, "
+                   f"masked inputs in {run.writer.dirs.gt_masked})")
+
+
+def _describe(inpainter, settings, model_name) -> int | None:
+    """Print the model and schedule; return network calls per batch (None for samplers other than repaint)."""
+    steps = inpainter.diffusion(settings).num_timesteps
+    click.echo(f"model: {model_name} ({inpainter.image_size}x{inpainter.image_size}"
+               f"{', class-conditional' if inpainter.num_classes else ''}) on {inpainter.device}")
+    if settings.sampler != "repaint":
+        click.echo(f"sampler: {settings.sampler}, {steps} steps")
+        return None
+    calls = settings.jump_schedule(steps).network_calls()
+    click.echo(f"schedule: steps={steps} jump_length={settings.jump_length} jump_n_sample={settings.jump_n_sample}"
+               f" -> {calls} network calls per sample batch")
+    return calls
+
+
+def _progress(total):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="call", desc="inpainting", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# repaint schedule / presets
+# ---------------------------------------------------------------------------------------------------------------
+
+@cli.command(epilog="\b\nExample:\n  repaint schedule --t-T 250 --jump-length 10 --jump-n-sample 10 --plot schedule.png")
+@click.option("--t-T", "t_T", type=int, default=250, show_default=True, help="Respaced steps the walk starts from.")
+@click.option("--jump-length", type=int, default=10, show_default=True)
+@click.option("--jump-n-sample", type=int, default=10, show_default=True)
+@click.option("--n-sample", type=int, default=1, show_default=True)
+@click.option("--start-resampling", type=int, default=100_000_000, show_default=True,
+              help="Resample only at t <= this.")
+@click.option("--jump2-length", type=int, default=1, show_default=True)
+@click.option("--jump2-n-sample", type=int, default=1, show_default=True)
+@click.option("--jump3-length", type=int, default=1, show_default=True)
+@click.option("--jump3-n-sample", type=int, default=1, show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG of t over the transition index (needs matplotlib).")
+@_handles_errors
+def schedule(plot: Path | None, **params) -> None:
+    """Print the network-call count of a RePaint jump schedule."""
+    times = JumpSchedule(**params).times()
+    transitions = len(times) - 1
+    calls = JumpSchedule(**params).network_calls()
+    click.echo(f"network calls: {calls}")
+    click.echo(f"transitions: {transitions} ({transitions - calls} forward re-noising steps)")
+    if plot is not None:
+        _plot_schedule(times, plot, params)
+        click.echo(f"plot: {plot}")
+
+
+def _plot_schedule(times: list[int], path: Path, params: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("--plot needs matplotlib: pip install 'repaint[plot]'") from None
+    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+    ax.plot(range(len(times)), times, linewidth=0.8)
+    ax.set_xlabel("transition")
+    ax.set_ylabel("t")
+    ax.set_title(f"t_T={params['t_T']}, jump_length={params['jump_length']}, jump_n_sample={params['jump_n_sample']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+@cli.command()
+def presets() -> None:
+    """List the official checkpoints known by name, their files and where they are published."""
+    for p in PRESETS.values():
+        click.echo(f"{p.name:24s} {p.kind:10s} {p.filename:28s} {p.description}")
+        click.echo(f"{'':24s} published: {p.published}")
+    click.echo(f"{'default':24s} {'unet':10s} {'face64.safetensors':28s} the bundled 64x64 face model")
+
+
+def main() -> None:
+    cli(prog_name="repaint")
+
+
+if __name__ == "__main__":
+    main()
