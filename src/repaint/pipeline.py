@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .accel import Accel, accelerate
 from .diffusion import Diffusion, DiffusionConfig
 from .presets import PRESETS, CheckpointError, DiffusionSettings, UNetConfig, get_preset, load_checkpoint
 from .sampler import ModelFn, Step, classifier_guidance, make_generators, repaint
@@ -162,6 +163,8 @@ class Inpainter:
     trained: DiffusionSettings = DiffusionSettings()
     classifier: torch.nn.Module | None = None
     device: torch.device = torch.device("cpu")
+    accel: Accel = Accel()  # how the networks execute (repaint.accel); the default changes nothing on CPU
+    _fast: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -170,6 +173,7 @@ class Inpainter:
         classifier: str | None = None,
         device: str | torch.device = "cpu",
         preset: str | None = None,
+        accel: Accel = Accel(),
     ) -> "Inpainter":
         """Load by preset name, file path or "default" (the bundled face model)."""
         device = torch.device(device)
@@ -182,7 +186,8 @@ class Inpainter:
             clf_path, clf_preset = resolve_checkpoint(classifier)
             clf, _ = load_checkpoint(clf_path, preset=clf_preset, kind="classifier", map_location="cpu")
             clf = clf.to(device)
-        return cls(unet.to(device), config, trained or DiffusionSettings(learn_sigma=config.learn_sigma), clf, device)
+        trained = trained or DiffusionSettings(learn_sigma=config.learn_sigma)
+        return cls(unet.to(device), config, trained, clf, device, accel)
 
     @property
     def image_size(self) -> int:
@@ -216,12 +221,24 @@ class Inpainter:
         if self.classifier is not None:
             if y is None:
                 raise ValueError("classifier guidance needs a class label (--class-label)")
-            cond_fn = classifier_guidance(self.classifier, y, classifier_scale)
+            cond_fn = classifier_guidance(self._accelerated("classifier"), y, classifier_scale)
         sampler = get_sampler(settings.sampler)
+        unet = self._accelerated("unet")
         return sampler(
-            unet_model_fn(self.unet, y if self.config.class_cond else None), self.diffusion(settings), images, masks,
+            unet_model_fn(unet, y if self.config.class_cond else None), self.diffusion(settings), images, masks,
             settings=settings, generators=make_generators(seeds, self.device), cond_fn=cond_fn, callback=callback,
         )
+
+    def _accelerated(self, name: str) -> Callable[..., torch.Tensor]:
+        """``self.unet`` / ``self.classifier`` executed as ``self.accel`` says, converted once and cached.
+
+        The classifier gets the same precision but no compilation or graphs: guidance differentiates through it.
+        """
+        accel = self.accel if name == "unet" else replace(self.accel, compile=False, cuda_graphs=False)
+        key = (name, accel, self.device)
+        if key not in self._fast:
+            self._fast[key] = accelerate(getattr(self, name), accel, self.device)
+        return self._fast[key]
 
     def _labels(self, labels: Sequence[int] | None, batch: int) -> torch.Tensor | None:
         if labels is None:

@@ -168,7 +168,9 @@ def qkv_attention(qkv: torch.Tensor, heads: int, legacy_order: bool) -> torch.Te
         q, k, v = qkv.reshape(batch, heads, 3 * ch, length).split(ch, dim=2)
     else:
         q, k, v = qkv.reshape(batch, 3, heads, ch, length).unbind(dim=1)
-    q, k, v = (t.transpose(-1, -2) for t in (q, k, v))  # [B, heads, T, ch]
+    # [B, heads, T, ch], made contiguous: SDPA's fused (flash / memory-efficient) kernels need the last dimension
+    # at stride 1 and silently fall back to the unfused maths kernel otherwise.
+    q, k, v = (t.transpose(-1, -2).contiguous() for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(-1, -2).reshape(batch, heads * ch, length)
 
