@@ -1,0 +1,251 @@
+"""End-to-end tests of the `repaint` command line on a tiny random UNet (16x16)."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from repaint.cli import cli
+from repaint.presets import UNetConfig, build_model, save_checkpoint
+
+TINY = UNetConfig(image_size=16, model_channels=32, num_res_blocks=1, attention_resolutions=(8,), channel_mult=(1, 2),
+                  learn_sigma=True)
+FAST = ["--steps", "8", "--jump-length", "2", "--jump-n-sample", "2", "--device", "cpu"]
+
+
+def tiny_checkpoint(path, config=TINY, seed=0):
+    torch.manual_seed(seed)
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():  # ADM zero-initialises its output convs: perturb so the output is not zero
+            p.add_(torch.randn_like(p) * 0.02)
+    return save_checkpoint(model, config, path)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; more threads only contend with other processes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "face.png")
+    mask = np.full((16, 16), 255, np.uint8)
+    mask[4:12, 4:12] = 0
+    Image.fromarray(mask).save(root / "mask.png")
+    return {"root": root, "model": tiny_checkpoint(root / "tiny.safetensors"), "image": root / "face.png",
+            "mask": root / "mask.png"}
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def inpaint(files, out, *extra, image=None, mask=None):
+    return run("inpaint", image or files["image"], mask or files["mask"], "--model", files["model"], "--out", out,
+               *FAST, *extra)
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.startswith("repaint: error:")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def no_outputs(out):
+    return not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+
+
+def test_inpaint_end_to_end(files, tmp_path):
+    out = tmp_path / "out"
+    result = inpaint(files, out, "--n-samples", "2", "--seed", "5")
+    assert result.exit_code == 0, result.output
+    assert "network calls" in result.stdout and str(out / "inpainted") in result.stdout
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
+    assert names == {"inpainted/face_s5.png", "inpainted/face_s6.png", "gt_masked/face.png",
+                     "gt_keep_mask/face.png", "gt/face.png"}
+    source, keep = pixels(files["image"]), pixels(files["mask"])[..., 0] == 255
+    sample = pixels(out / "inpainted/face_s5.png")
+    assert (sample[keep] == source[keep]).all()               # known region pasted exactly
+    assert (sample[~keep] != source[~keep]).any()
+    assert (pixels(out / "gt/face.png") == source).all()
+    masked = pixels(out / "gt_masked/face.png")
+    assert (masked[~keep] == 0).all() and (masked[keep] == source[keep]).all()
+    assert (pixels(out / "gt_keep_mask/face.png")[..., 0] == np.where(keep, 255, 0)).all()
+    assert not (pixels(out / "inpainted/face_s5.png") == pixels(out / "inpainted/face_s6.png")).all()
+
+
+def test_same_seed_same_files_and_no_paste_differs(files, tmp_path):
+    a, b, c = (inpaint(files, tmp_path / n, "--seed", "3") for n in "abc")
+    assert a.exit_code == b.exit_code == 0
+    first, second = (tmp_path / n / "inpainted/face_s3.png" for n in "ab")
+    assert first.read_bytes() == second.read_bytes()
+    d = inpaint(files, tmp_path / "d", "--seed", "3", "--no-paste")
+    assert d.exit_code == 0, d.output
+    keep = pixels(files["mask"])[..., 0] == 255
+    assert (pixels(tmp_path / "d/inpainted/face_s3.png")[keep] != pixels(files["image"])[keep]).any()
+
+
+def test_batching_does_not_change_results(files, tmp_path):
+    assert inpaint(files, tmp_path / "a", "--n-samples", "2", "--batch-size", "1").exit_code == 0
+    assert inpaint(files, tmp_path / "b", "--n-samples", "2", "--batch-size", "2").exit_code == 0
+    for name in ("face_s0.png", "face_s1.png"):
+        assert (pixels(tmp_path / "a/inpainted" / name) == pixels(tmp_path / "b/inpainted" / name)).all()
+
+
+def test_save_frames(files, tmp_path):
+    result = inpaint(files, tmp_path / "o", "--save-frames", "4")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "o/frames/face_s0").glob("*.png"))) >= 2
+
+
+def test_missing_image(files, tmp_path):
+    out = tmp_path / "out"
+    result = inpaint(files, out, image=tmp_path / "nope.png")
+    assert result.exit_code == 2
+    assert "not found" in error_line(result) and no_outputs(out)
+
+
+def test_corrupt_mask(files, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "out"
+    result = inpaint(files, out, mask=bad)
+    assert result.exit_code == 2 and "cannot read mask" in error_line(result) and no_outputs(out)
+
+
+def test_missing_and_corrupt_checkpoint(files, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    for model in (tmp_path / "missing.safetensors", bad):
+        out = tmp_path / "out"
+        result = run("inpaint", files["image"], files["mask"], "--model", model, "--out", out, *FAST)
+        assert result.exit_code == 2 and "checkpoint" in error_line(result) and no_outputs(out)
+
+
+def test_size_mismatch_needs_resize(files, tmp_path):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(big)
+    big_mask = tmp_path / "big_mask.png"
+    Image.fromarray(np.where(np.arange(32)[None] < 16, 255, 0).astype(np.uint8).repeat(32, 0)).save(big_mask)
+    out = tmp_path / "out"
+    result = inpaint(files, out, image=big, mask=big_mask)
+    assert result.exit_code == 2 and "--resize" in error_line(result) and no_outputs(out)
+    result = inpaint(files, out, "--resize", image=big, mask=big_mask)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out / "gt/big.png").size == (16, 16)
+
+
+def test_mask_size_differs_from_image(files, tmp_path):
+    small = tmp_path / "small_mask.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(small)
+    out = tmp_path / "out"
+    result = inpaint(files, out, mask=small)
+    assert result.exit_code == 2 and "mask" in error_line(result) and no_outputs(out)
+
+
+def test_non_binary_mask_and_rgba_warn(files, tmp_path):
+    grey = np.asarray(Image.open(files["mask"])).copy()
+    grey[0, 0] = 100
+    grey_path = tmp_path / "grey.png"
+    Image.fromarray(grey).save(grey_path)
+    rgba = tmp_path / "rgba.png"
+    Image.open(files["image"]).convert("RGBA").save(rgba)
+    result = inpaint(files, tmp_path / "out", image=rgba, mask=grey_path)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("repaint: warning:")]
+    assert any("not binary" in w for w in warnings) and any("alpha" in w for w in warnings)
+
+
+def test_empty_mask_is_an_error(files, tmp_path):
+    white = tmp_path / "white.png"
+    Image.fromarray(np.full((16, 16), 255, np.uint8)).save(white)
+    out = tmp_path / "out"
+    result = inpaint(files, out, mask=white)
+    assert result.exit_code == 2 and "no pixel to fill" in error_line(result) and no_outputs(out)
+
+
+def test_all_black_mask_warns_unconditional(files, tmp_path):
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(black)
+    result = inpaint(files, tmp_path / "out", mask=black)
+    assert result.exit_code == 0 and "unconditional" in result.stderr
+
+
+def test_class_label_out_of_range(files, tmp_path):
+    model = tiny_checkpoint(tmp_path / "cond.safetensors", TINY.replace(class_cond=True, num_classes=3))
+    out = tmp_path / "out"
+    base = ["inpaint", files["image"], files["mask"], "--model", model, "--out", out, *FAST]
+    result = run(*base, "--class-label", "7")
+    assert result.exit_code == 2 and "out of range" in error_line(result) and no_outputs(out)
+    result = run(*base)
+    assert result.exit_code == 2 and "class label" in error_line(result) and no_outputs(out)
+    assert run(*base, "--class-label", "2").exit_code == 0
+
+
+def test_nan_model_is_a_runtime_error(files, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    with torch.no_grad():
+        model.out[-1].bias.fill_(float("nan"))
+    path = save_checkpoint(model, TINY, tmp_path / "nan.safetensors")
+    out = tmp_path / "out"
+    result = run("inpaint", files["image"], files["mask"], "--model", path, "--out", out, *FAST)
+    assert result.exit_code == 1 and "NaN" in error_line(result) and no_outputs(out)
+
+
+def test_missing_bundled_model_is_one_line(files, tmp_path, monkeypatch):
+    monkeypatch.setattr("repaint.pipeline.default_model_path", lambda: tmp_path / "face64.safetensors")
+    result = run("inpaint", files["image"], files["mask"], "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "bundled model" in error_line(result)
+
+
+def test_schedule_counts_paper_setting():
+    result = run("schedule", "--t-T", "250", "--jump-length", "10", "--jump-n-sample", "10")
+    assert result.exit_code == 0
+    assert "network calls: 2410" in result.stdout
+
+
+def test_schedule_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "schedule.png"
+    result = run("schedule", "--t-T", "50", "--jump-length", "5", "--jump-n-sample", "3", "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert Image.open(plot).format == "PNG"
+
+
+def test_schedule_plot_without_matplotlib(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = run("schedule", "--t-T", "20", "--plot", tmp_path / "s.png")
+    assert result.exit_code == 2 and "matplotlib" in error_line(result)
+
+
+def test_bad_schedule_is_one_line():
+    result = run("schedule", "--t-T", "10", "--jump-length", "10", "--jump-n-sample", "2")
+    assert result.exit_code == 2 and "jump_length" in error_line(result)
+
+
+def test_presets_lists_files():
+    result = run("presets")
+    assert result.exit_code == 0 and "celeba256_250000.pt" in result.stdout and "published" in result.stdout
