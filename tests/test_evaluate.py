@@ -1,0 +1,186 @@
+import contextlib
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from evaluation_helpers import FAST, SIZE, image_folder, tiny_model
+from PIL import Image
+
+from repaint import evaluate as ev
+from repaint.io import load_image
+from repaint.masks import load_mask, make_mask, save_mask
+from repaint.metrics import lpips_distance, psnr, ssim
+from repaint.pipeline import Inpainter
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def inpainter(model_file):
+    return Inpainter.load(str(model_file))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, inpainter):
+    """Two mask settings, two samples per image, over three images plus one unreadable file."""
+    root = tmp_path_factory.mktemp("eval")
+    images = image_folder(root / "images")
+    (images / "broken.png").write_bytes(b"not a png")
+    out = root / "out"
+    report = ev.evaluate(images, out, inpainter, ["half", "super_resolve_2x"], settings=FAST, n_samples=2,
+                         batch_size=3, lpips_random=True, progress=False)
+    return images, out, report
+
+
+def run_again(images, out, inpainter, **changes):
+    kwargs = dict(settings=FAST, n_samples=2, batch_size=3, lpips_random=True, progress=False)
+    return ev.evaluate(images, out, inpainter, ["half", "super_resolve_2x"], **{**kwargs, **changes})
+
+
+@contextlib.contextmanager
+def counting(inpainter):
+    """Counts the UNet's forward calls (a hook: the weights, and so the model's identity, stay the same)."""
+    calls = []
+    handle = inpainter.unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def test_outputs_written_in_reference_layout(first_run):
+    images, out, report = first_run
+    assert json.loads((out / "manifest.json").read_text())["images"] == ["broken.png", "img0.png", "img1.png",
+                                                                         "img2.png"]
+    for setting in ("half", "super_resolve_2x"):
+        for i, name in [(1, "img0"), (2, "img1"), (3, "img2")]:
+            for k in range(2):
+                assert (out / setting / "inpainted" / f"{name}_s{ev.sample_seed(0, i, k)}.png").is_file()
+            for sub in ("gt", "gt_masked", "gt_keep_mask", "metrics"):
+                assert (out / setting / sub / f"{name}.{'json' if sub == 'metrics' else 'png'}").is_file()
+    assert {p.name for p in out.iterdir()} >= {"report.md", "report.csv", "per_image.csv", "manifest.json"}
+    assert not list(out.rglob("*.tmp"))
+    assert report.complete
+
+
+def test_report_equals_recomputation_from_files(first_run):
+    _, out, report = first_run
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    for setting in ("half", "super_resolve_2x"):
+        d = out / setting
+        per_image = {"lpips": [], "psnr": [], "ssim": []}
+        for name in ("img0", "img1", "img2"):
+            gt = load_image(d / "gt" / f"{name}.png")
+            samples = torch.stack([load_image(p) for p in sorted((d / "inpainted").glob(f"{name}_s*.png"))])
+            ref = gt[None].expand_as(samples)
+            per_image["lpips"].append(float(lpips_distance(samples, ref, random_backbone=True).mean()))
+            per_image["psnr"].append(float(psnr(samples, ref).mean()))
+            per_image["ssim"].append(float(ssim(samples, ref).mean()))
+            # the known pixels are pasted: the result equals the input there
+            mask = load_mask(d / "gt_keep_mask" / f"{name}.png")[None] > 0
+            assert torch.equal(samples[:, :, mask[0]], ref[:, :, mask[0]])
+        for metric, values in per_image.items():
+            mean = sum(values) / 3
+            assert report.value(setting, metric) == pytest.approx(mean, rel=1e-6)
+            row = next(r for r in rows if r["setting"] == setting and r["metric"] == metric)
+            assert float(row["mean"]) == pytest.approx(mean, rel=1e-6) and int(row["n_images"]) == 3
+            assert float(row["ci95"]) > 0
+        assert report.summary[setting]["diversity"][0] > 0
+    assert ev.build_report(out).summary == report.summary
+
+
+def test_known_region_is_the_mask_of_the_setting(first_run):
+    _, out, _ = first_run
+    mask = load_mask(out / "half" / "gt_keep_mask" / "img0.png") > 0
+    assert torch.equal(mask.float(), ev.make_mask("half", SIZE))
+
+
+def test_unreadable_image_is_skipped_and_listed(first_run):
+    _, out, report = first_run
+    assert [(s, n) for s, n, _ in report.skipped] == [("half", "broken.png"), ("super_resolve_2x", "broken.png")]
+    md = (out / "report.md").read_text()
+    assert "## Skipped images" in md and "broken.png" in md and "cannot read image" in md
+    assert "| metric | Half | Super-Resolve 2x |" in md
+    per_image = list(csv.DictReader((out / "per_image.csv").open()))
+    assert sum(r["status"].startswith("skipped") for r in per_image) == 2
+
+
+def test_rerun_skips_finished_images(first_run, inpainter):
+    images, out, report = first_run
+    with counting(inpainter) as calls:
+        again = run_again(images, out, inpainter)
+    assert not calls
+    assert again.summary == report.summary
+
+
+def test_half_written_image_is_redone(first_run, inpainter):
+    images, out, report = first_run
+    (out / "half" / "metrics" / "img1.json").unlink()          # killed before its JSON was written
+    (out / "half" / "inpainted" / ".img2_s2000.abc.png.tmp").write_bytes(b"partial")  # a temporary file left over
+    record = json.loads((out / "half" / "metrics" / "img2.json").read_text())
+    (out / "half" / record["samples"][1]["file"]).unlink()     # a sample file lost
+    assert ev.build_report(out).missing == [("half", "img1.png"), ("half", "img2.png")]
+    with counting(inpainter) as calls:
+        again = run_again(images, out, inpainter)
+    assert len(calls) == 2 * FAST.steps                # four samples in batches of three: two batches
+    assert again.complete                                       # seeds depend on the image only: same numbers
+    for setting, values in report.summary.items():
+        for metric, (mean, half, n) in values.items():
+            assert again.summary[setting][metric] == pytest.approx((mean, half, n), rel=1e-4)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_other_settings_are_refused(first_run, inpainter):
+    images, out, _ = first_run
+    with pytest.raises(ev.EvalError, match=r"differs in: seed.*new output folder.*delete"):
+        run_again(images, out, inpainter, seed=5)
+    with pytest.raises(ev.EvalError, match="differs in: sampler"):
+        run_again(images, out, inpainter, settings=ev.SamplerSettings(steps=6, jump_length=1, jump_n_sample=1))
+
+
+def test_missing_mask_in_folder_is_reported(tmp_path, inpainter):
+    images = image_folder(tmp_path / "images", n=2)
+    masks = tmp_path / "mymasks"
+    save_mask(make_mask("narrow", SIZE, seed=1), masks / "img0.png")
+    report = ev.evaluate(images, tmp_path / "out", inpainter, masks, settings=FAST, metrics=("psnr",),
+                         progress=False)
+    assert report.settings == ["mymasks"]
+    assert report.skipped == [("mymasks", "img1.png", f"no mask named img1.* in {masks}")]
+    assert report.summary["mymasks"]["psnr"][2] == 1 and math.isnan(report.summary["mymasks"]["psnr"][1])
+    saved = load_mask(tmp_path / "out" / "mymasks" / "gt_keep_mask" / "img0.png") > 0
+    assert torch.equal(saved.float(), make_mask("narrow", SIZE, seed=1))
+
+
+def test_size_mismatch_is_an_error_unless_fitted(tmp_path, inpainter):
+    images = image_folder(tmp_path / "images", n=1, size=40)
+    with pytest.raises(ev.ImageError, match="--resize"):
+        ev.evaluate(images, tmp_path / "a", inpainter, "half", settings=FAST, metrics=("psnr",), progress=False)
+    report = ev.evaluate(images, tmp_path / "b", inpainter, "half", settings=FAST, metrics=("psnr",),
+                         fit="center-crop", progress=False)
+    assert report.complete
+    assert Image.open(tmp_path / "b" / "half" / "gt" / "img0.png").size == (SIZE, SIZE)
+
+
+def test_bad_arguments(tmp_path, inpainter):
+    images = image_folder(tmp_path / "images", n=1)
+    with pytest.raises(ev.EvalError, match="neither a mask kind"):
+        ev.evaluate(images, tmp_path / "o", inpainter, "hexagon", settings=FAST, progress=False)
+    with pytest.raises(ev.EvalError, match="unknown metric"):
+        ev.evaluate(images, tmp_path / "o", inpainter, "half", metrics=("fid",), progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ev.EvalError, match="no image files"):
+        ev.evaluate(tmp_path / "empty", tmp_path / "o2", inpainter, "half", progress=False)
+
+
+def test_model_identity_ignores_the_file_name(model_file, inpainter, tmp_path):
+    copy = tmp_path / "renamed.safetensors"
+    copy.write_bytes(Path(model_file).read_bytes())
+    a, b = ev.load_model(str(model_file), "cpu")[1], ev.load_model(str(copy), "cpu")[1]
+    assert a["weights_sha256_1mb"] == b["weights_sha256_1mb"] and a["file"] != b["file"]
+    assert ev._differences({"model": a}, {"model": b}) == []
