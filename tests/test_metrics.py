@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from repaint.metrics import (ALEXNET_FILE, INCEPTION_FILE, InceptionFeatures, LPIPSMetric, MetricWeightsMissing,
-                             build_lpips, fid, fid_from_features, frechet_distance, lpips_distance, mean_ci95, psnr,
+                             build_lpips, feature_stats, fid, fid_from_features, frechet_distance, lpips_distance, mean_ci95, psnr,
                              ssim)
 
 
@@ -154,13 +154,23 @@ def test_frechet_distance_closed_form():
     assert fid_from_features(f1, f1) == pytest.approx(0.0, abs=1e-8)
 
 
+def test_fid_few_samples_route_equals_covariance_route():
+    rng = np.random.default_rng(1)
+    f1, f2 = rng.normal(size=(12, 40)), 0.5 * rng.normal(size=(9, 40)) + 0.3
+    full = frechet_distance(*feature_stats(f1), *feature_stats(f2))
+    assert fid_from_features(f1, f2) == pytest.approx(full, rel=1e-6)
+    assert fid_from_features(f1, f1) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_fid_random_inception():
     extractor = InceptionFeatures(random_backbone=True)
-    a = images(6, 32)
-    same, shifted = fid(a, a, extractor=extractor), fid(a, (a + 0.6).clamp(-1, 1), extractor=extractor)
-    near = fid(a, noisy(a, 0.02), extractor=extractor)
+    a = images(4, 32)
+    fa, f_shift, f_near = extractor(a), extractor((a + 0.6).clamp(-1, 1)), extractor(noisy(a, 0.02))
+    assert fa.shape == (4, 2048)
+    same, shifted, near = fid_from_features(fa, fa), fid_from_features(fa, f_shift), fid_from_features(fa, f_near)
     assert shifted > 0 and abs(same) < 1e-6 * shifted
     assert near < shifted
+    assert fid(a[:2], a[:2], extractor=extractor) == pytest.approx(0.0, abs=1e-6 * shifted)
 
 
 def test_fid_missing_weights_names_the_file(tmp_path, monkeypatch):

@@ -24,12 +24,10 @@ import math
 import os
 import sys
 import types
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import scipy.linalg
 import scipy.stats
 import torch
 from torch import nn
@@ -330,23 +328,35 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians (Heusel et al. 2017, Sec. 3)."""
-    with warnings.catch_warnings():   # covariances of fewer samples than dimensions are singular: expected
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():   # offset both covariances, as pytorch-fid does
-            offset = np.eye(sigma1.shape[0]) * eps
-            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = covmean.real
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians (Heusel et al. 2017, Sec. 3).
+
+    Tr (S1 S2)^(1/2) = Tr (S1^(1/2) S2 S1^(1/2))^(1/2) (similar matrices), computed with symmetric eigensolvers:
+    exact for covariance matrices, singular ones included, with no complex parts to discard."""
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ sigma2 @ root1), 0, None)).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
 def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
-    """FID between two feature sets [N1, D], [N2, D]."""
-    return frechet_distance(*feature_stats(f1), *feature_stats(f2))
+    """FID between two feature sets [N1, D], [N2, D].
+
+    With fewer samples than dimensions it uses centred features X_i: Tr S_i = ||X_i||_F^2 / (N_i - 1) and
+    Tr (S1 S2)^(1/2) = ||X1 X2^T||_* / sqrt((N1 - 1)(N2 - 1)) (nuclear norm), equal to the D x D route but fast."""
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"need features [N1, D] and [N2, D], got {list(f1.shape)}, {list(f2.shape)}")
+    if min(len(f1), len(f2)) >= f1.shape[1]:
+        return frechet_distance(*feature_stats(f1), *feature_stats(f2))
+    x1, x2 = f1 - f1.mean(axis=0), f2 - f2.mean(axis=0)
+    n1, n2 = len(x1) - 1, len(x2) - 1
+    if min(n1, n2) < 1:
+        raise ValueError("need at least 2 samples per feature set")
+    tr_covmean = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / math.sqrt(n1 * n2)
+    diff = f1.mean(axis=0) - f2.mean(axis=0)
+    return float(diff @ diff + (x1 ** 2).sum() / n1 + (x2 ** 2).sum() / n2 - 2 * tr_covmean)
 
 
 def fid(images_a: torch.Tensor, images_b: torch.Tensor, extractor: Callable[[torch.Tensor], np.ndarray] | None = None,
