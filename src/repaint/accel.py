@@ -171,7 +171,9 @@ class _Forward(nn.Module):
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.autocast):
+        if not self.autocast:
+            return self.net(x, *args, **kwargs).float().contiguous()
+        with torch.autocast(self.device_type, dtype=self.dtype):
             out = self.net(x, *args, **kwargs)
         return out.float().contiguous()
 
