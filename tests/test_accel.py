@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -143,3 +145,35 @@ def test_guidance_through_a_bf16_classifier_matches_float32():
     grad = classifier_guidance(fast, y)(x, t)
     assert grad.dtype == torch.float32
     assert _rel(grad, ref) <= 5e-2
+
+
+def test_inpainter_runs_its_networks_as_accel_says():
+    from repaint.pipeline import Inpainter, SamplerSettings
+    from repaint.presets import UNetConfig, build_model
+
+    config = UNetConfig(image_size=16, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
+                        channel_mult=(1, 2), learn_sigma=True, num_head_channels=32)
+    torch.manual_seed(0)
+    unet = _perturbed(build_model(config))
+    default = Inpainter(unet, config)
+    assert default._accelerated("unet") is unet  # CPU default: untouched
+    fast = Inpainter(unet, config, accel=Accel(precision="bf16"))
+    images, masks = torch.rand(1, 3, 16, 16) * 2 - 1, torch.ones(1, 1, 16, 16)
+    masks[..., 4:12, 4:12] = 0
+    out = fast(images, masks, seeds=[0], settings=SamplerSettings(steps=10, jump_length=5, jump_n_sample=2))
+    assert torch.isfinite(out).all() and torch.equal(out[masks.expand_as(out) == 1], images[masks.expand_as(out) == 1])
+    assert fast._accelerated("unet") is fast._accelerated("unet")  # converted once
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@torch.no_grad()
+def test_cuda_graph_replay_matches_eager(unet, inputs):
+    net = copy.deepcopy(unet).cuda()
+    x, t = (v.cuda() for v in inputs)
+    eager = accelerate(net, Accel(precision="bf16"))
+    graphed = accelerate(net, Accel(precision="bf16", cuda_graphs=True))
+    first = graphed(x, t)
+    again = graphed(x + 1, t.flip(0))  # new values through the same static buffers
+    assert _rel(first, eager(x, t)) <= 1e-3
+    assert _rel(again, eager(x + 1, t.flip(0))) <= 1e-3
+    assert not torch.equal(first, again)
