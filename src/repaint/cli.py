@@ -46,7 +46,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(f"repaint: warning: {_one_line(Warning(str(message)))}", err=True)
+    click.echo(f"repaint: warning: {_one_line(message)}", err=True)
 
 
 def _handles_errors(command):
@@ -245,8 +245,9 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     if conf is not None and "model" not in explicit:
         inpainter = load_inpainter(conf, device, classifier=opts["classifier"])
     else:
-        inpainter = Inpainter.load(model, classifier=opts["classifier"] or (None if conf is None else
-                                   conf.classifier_path), device=device, preset=opts["preset"])
+        conf_classifier = conf.classifier_path if conf is not None and conf.classifier_scale > 0 else None
+        inpainter = Inpainter.load(model, classifier=opts["classifier"] or conf_classifier, device=device,
+                                   preset=opts["preset"])
     settings = _settings(model if conf is None else "conf", opts, explicit, None if conf is None else conf.settings)
     label = opts["class_label"] if "class_label" in explicit or conf is None else conf.class_label
     if label is not None and inpainter.num_classes is not None and not 0 <= label < inpainter.num_classes:
