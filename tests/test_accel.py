@@ -47,6 +47,7 @@ def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 # Relative error ||out - ref|| / ||ref|| of one network call. bfloat16 keeps 8 significand bits, float16 11: on
 # random-weight UNets (these, and the official fixtures' unet_s1..s3) bf16 measures 0.8-1.5 %, fp16 0.1-0.2 %.
+# The default fast path on CUDA ("auto" -> fp16) is held to the issue's 1e-2; bf16, selectable, to what it can give.
 TOLERANCE = {"bf16": 2e-2, "fp16": 1e-2, "reference-fp16": 1e-2}
 
 
@@ -87,9 +88,9 @@ def test_auto_on_cpu_and_reference_are_plain_eager(unet, inputs, accel):
     assert torch.equal(fast(*inputs), unet(*inputs))
 
 
-def test_resolve_picks_bf16_and_channels_last_on_cuda_only():
+def test_resolve_picks_fp16_and_channels_last_on_cuda_only():
     cuda = Accel().resolve(torch.device("cuda"))  # a device object only; no GPU needed
-    assert (cuda.precision, cuda.channels_last) == ("bf16", True)
+    assert (cuda.precision, cuda.channels_last) == ("fp16", True)
     cpu = Accel().resolve("cpu")
     assert (cpu.precision, cpu.channels_last) == ("fp32", False)
     assert REFERENCE.resolve(torch.device("cuda")).label() == "fp32"
