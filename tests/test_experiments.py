@@ -15,7 +15,7 @@ QUICK = dict(n_samples=1, lpips_random=True, progress=False, masks="half")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablate")
     model = Inpainter.load(str(tiny_model(root / "tiny.safetensors")))
-    return model, image_folder(root / "images", n=2), root
+    return model, image_folder(root / "images", n=1), root
 
 
 def test_sdedit_schedule_goes_to_half_then_repeats_half_to_zero():
@@ -59,9 +59,9 @@ def test_jump_grid_and_sdedit_tables(setup):
     got = rows(root / "t3" / "jump_grid.csv")
     assert [(r["j"], r["r"], r["network calls"]) for r in got] == [("1", "2", "7"), ("2", "2", "6")]
 
-    table = ex.sdedit_alternative(images, root / "t4", model, t_T=4, repeats=(1, 2), repaint_jump_length=1,
+    table = ex.sdedit_alternative(images, root / "t4", model, t_T=4, repeats=(2,), repaint_jump_length=1,
                                   repaint_resamplings=2, **QUICK)
     got = rows(root / "t4" / "sdedit_alternative.csv")
-    assert [(r["repeats"], r["network calls"]) for r in got] == [("1", "4"), ("2", "6"), ("-", "7")]
+    assert [(r["repeats"], r["network calls"]) for r in got] == [("2", "6"), ("-", "7")]
     assert (root / "t4" / "sdedit_T4_h2_k2" / "manifest.json").is_file()
     assert "Table 4" in table.markdown()
