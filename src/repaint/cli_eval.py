@@ -1,0 +1,114 @@
+"""``repaint evaluate`` and ``repaint ablate ...``: thin commands over :mod:`repaint.evaluate` and
+:mod:`repaint.experiments`, registered onto the ``repaint`` group when this module is imported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli import _device, _fit_mode, _handles_errors, cli
+
+EVAL_EXAMPLES = """
+\b
+Examples:
+  repaint evaluate test100/ --model celeba256 --masks all --paper celebahq --out eval/celebahq
+  repaint evaluate test100/ --model imagenet256 --classifier imagenet256_classifier --masks wide --masks half
+  torchrun --nproc_per_node 8 -m repaint.cli evaluate test100/ --model celeba256 --masks all
+"""
+
+
+def _common(command):
+    options = [
+        click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path)),
+        click.option("--model", default="default", show_default=True, help="Preset name, checkpoint file or default."),
+        click.option("--classifier", default=None, help="Noisy-image classifier for guidance."),
+        click.option("--masks", "masks", multiple=True, default=("wide",), show_default=True,
+                     help="Mask kind (wide, narrow, super_resolve_2x, every_second_line, half, expand, all) or a "
+                          "mask folder; repeat for several settings."),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Output folder; rerun the same command to resume."),
+        click.option("--n-samples", type=click.IntRange(1, 999), default=1, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--mask-seed", type=int, default=0, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
+        click.option("--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="torchvision AlexNet weights (default: $REPAINT_ALEXNET or the torch hub cache)."),
+        click.option("--resize", is_flag=True, help="Scale images to the model's size."),
+        click.option("--crop", is_flag=True, help="Cut out the centre (with --resize: scale, then crop)."),
+        click.option("--device", default="auto", show_default=True, help="auto (cuda:LOCAL_RANK or cpu), cpu, cuda:N."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _eval_kwargs(opts: dict) -> dict:
+    device = opts.pop("device")
+    return dict(
+        masks=list(opts.pop("masks")), n_samples=opts.pop("n_samples"), seed=opts.pop("seed"),
+        mask_seed=opts.pop("mask_seed"), batch_size=opts.pop("batch_size"), lpips_weights=opts.pop("lpips_weights"),
+        fit=_fit_mode(opts.pop("resize"), opts.pop("crop")), classifier=opts.pop("classifier"),
+        device=None if device == "auto" else _device(device),
+    )
+
+
+@cli.command("evaluate", epilog=EVAL_EXAMPLES)
+@_common
+@click.option("--steps", type=click.IntRange(min=1), default=250, show_default=True, help="Respaced steps T.")
+@click.option("--jump-length", type=click.IntRange(min=1), default=10, show_default=True, help="j.")
+@click.option("--jump-n-sample", "--resamplings", "jump_n_sample", type=click.IntRange(min=1), default=10,
+              show_default=True, help="r.")
+@click.option("--metrics", multiple=True, default=("lpips", "psnr", "ssim"), show_default=True)
+@click.option("--paper", type=click.Choice(["celebahq", "imagenet"]), default=None,
+              help="Show the published LPIPS of this dataset next to ours.")
+@_handles_errors
+def evaluate_command(images: Path, out_dir: Path, model: str, steps: int, jump_length: int, jump_n_sample: int,
+                     metrics: tuple, paper: str | None, **opts) -> None:
+    """Inpaint every image of IMAGES under each mask setting; write outputs and a Table 1 style report."""
+    from .evaluate import evaluate
+    from .pipeline import SamplerSettings
+
+    settings = SamplerSettings(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample)
+    report = evaluate(images, out_dir, model, settings=settings, metrics=metrics, paper=paper, **_eval_kwargs(opts))
+    click.echo(f"report: {out_dir / 'report.md'}" + ("" if report.complete else " (incomplete)"))
+
+
+@cli.group()
+def ablate() -> None:
+    """The paper's ablations (Tables 2-4), each one table under --out."""
+
+
+def _ablation(name: str, fn_name: str, extra):
+    @_common
+    @_handles_errors
+    def command(images: Path, out_dir: Path, model: str, **opts) -> None:
+        from . import experiments
+
+        specific = {key: opts.pop(key) for key in list(opts) if key in extra}
+        specific = {k: (tuple(v) if isinstance(v, tuple) else v) for k, v in specific.items() if v not in ((), None)}
+        table = getattr(experiments, fn_name)(images, out_dir, model, **specific, **_eval_kwargs(opts))
+        click.echo(table.markdown())
+
+    command.__doc__ = getattr(__import__("repaint.experiments", fromlist=[fn_name]), fn_name).__doc__.split("\n")[0]
+    for option in extra.values():
+        command = option(command)
+    return ablate.command(name)(command)
+
+
+_ablation("resampling-vs-slowdown", "resampling_vs_slowdown", {
+    "t_T": click.option("--t-T", "t_T", type=int, default=250, show_default=True),
+    "jump_length": click.option("--jump-length", type=int, default=10, show_default=True),
+    "resamplings": click.option("--resamplings", type=int, multiple=True, help="r values (default 1 2 3 4)."),
+})
+_ablation("jump-grid", "jump_grid", {
+    "t_T": click.option("--t-T", "t_T", type=int, default=250, show_default=True),
+    "jump_lengths": click.option("--jump-lengths", type=int, multiple=True, help="j values (default 1 5 10)."),
+    "resamplings": click.option("--resamplings", type=int, multiple=True, help="r values (default 5 10 15)."),
+})
+_ablation("sdedit", "sdedit_alternative", {
+    "t_T": click.option("--t-T", "t_T", type=int, default=250, show_default=True),
+    "repeats": click.option("--repeats", type=int, multiple=True, help="k values (default 1 5 10 18)."),
+    "repaint_jump_length": click.option("--repaint-jump-length", type=int, default=10, show_default=True),
+    "repaint_resamplings": click.option("--repaint-resamplings", type=int, default=10, show_default=True),
+})
