@@ -16,8 +16,9 @@ from pathlib import Path
 import click
 import torch
 
+from .accel import PRECISIONS, Accel
 from .io import FIT_MODES, OutputDirs, OutputWriter, fit_to_size, load_image, save_image
-from .masks import MaskError, load_mask
+from .masks import MASK_KINDS, MaskError, load_mask, make_masks, mask_preview_grid, save_mask
 from .presets import PRESETS, CheckpointError
 from .sampler import INJECTION_MODES, SamplingError, Step
 from .schedule import JumpSchedule
@@ -224,6 +225,9 @@ def _explicit(ctx: click.Context) -> set[str]:
               help="A reference RePaint YAML config (confs/test_*.yml); options given here override it.")
 @click.option("--save-frames", type=click.IntRange(min=1), default=None,
               help="Also save the x0 estimate every N network calls to OUT/frames/.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="Network precision: auto = fp16 on CUDA, fp32 on CPU; fp32 executes like the reference.")
+@click.option("--compile", "compile_net", is_flag=True, help="torch.compile the network (worth it for long runs).")
 @click.pass_context
 @_handles_errors
 def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -> None:
@@ -242,12 +246,15 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
 
     device = _device(opts["device"] if "device" in explicit or conf is None or not conf.device else conf.device)
     model = opts["model"]
+    accel = Accel(precision=opts["precision"], compile=opts["compile_net"])
     if conf is not None and "model" not in explicit:
-        inpainter = load_inpainter(conf, device, classifier=opts["classifier"])
+        explicit_accel = {"precision", "compile_net"} & explicit
+        inpainter = load_inpainter(conf, device, classifier=opts["classifier"],
+                                   accel=accel if explicit_accel else None)
     else:
         conf_classifier = conf.classifier_path if conf is not None and conf.classifier_scale > 0 else None
         inpainter = Inpainter.load(model, classifier=opts["classifier"] or conf_classifier, device=device,
-                                   preset=opts["preset"])
+                                   preset=opts["preset"], accel=accel)
     settings = _settings(model if conf is None else "conf", opts, explicit, None if conf is None else conf.settings)
     label = opts["class_label"] if "class_label" in explicit or conf is None else conf.class_label
     if label is not None and inpainter.num_classes is not None and not 0 <= label < inpainter.num_classes:
@@ -359,8 +366,45 @@ def presets() -> None:
     click.echo(f"{'default':24s} {'unet':10s} {'face64.safetensors':28s} the bundled 64x64 face model")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# repaint masks
+# ---------------------------------------------------------------------------------------------------------------
+
+@cli.command(epilog="\b\nExamples:\n  repaint masks wide --n 100 --size 256 --seed 0 --out masks/wide\n"
+                    "  repaint masks half --n 1 --size 64 --side top --out masks/top")
+@click.argument("kind", type=click.Choice(sorted(MASK_KINDS)))
+@click.option("--n", "count", type=click.IntRange(min=1), default=100, show_default=True, help="Number of masks.")
+@click.option("--size", type=click.IntRange(min=8), default=256, show_default=True, help="Side of the square mask.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Mask i uses seed (SEED, i): sets are stable.")
+@click.option("--side", type=click.Choice(["left", "right", "top", "bottom"]), default=None,
+              help="For 'half': the half that is kept (default left).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for 000000.png, 000001.png, ... (white = keep) and preview.png.")
+@click.option("--preview/--no-preview", default=True, show_default=True, help="Also write a grid of the masks.")
+@_handles_errors
+def masks(kind: str, count: int, size: int, seed: int, side: str | None, out_dir: Path, preview: bool) -> None:
+    """Write a deterministic set of masks of one of the paper's six settings."""
+    kwargs = {"side": side} if side is not None else {}
+    if side is not None and kind != "half":
+        raise InputError("--side only applies to the 'half' masks")
+    made = make_masks(kind, count, size, seed, **kwargs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, mask in enumerate(made):
+        save_mask(mask, out_dir / f"{i:06d}.png")
+    filled = 1 - made.mean().item()
+    click.echo(f"wrote {count} {kind} masks ({size}x{size}, {filled:.1%} to fill on average) to {out_dir}")
+    if preview:
+        mask_preview_grid(made[:64], out_dir / "preview.png")
+        click.echo(f"preview: {out_dir / 'preview.png'}")
+
+
 def main() -> None:
-    cli(prog_name="repaint")
+    import importlib
+
+    from . import cli_eval  # noqa: F401  (registers evaluate / eval / ablate)
+
+    # the group of the imported module, also when this file runs as __main__ (python -m repaint.cli)
+    importlib.import_module("repaint.cli").cli(prog_name="repaint")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ EVAL_EXAMPLES = """
 Examples:
   repaint evaluate test100/ --model celeba256 --masks all --paper celebahq --out eval/celebahq
   repaint evaluate test100/ --model imagenet256 --classifier imagenet256_classifier --masks wide --masks half
-  torchrun --nproc_per_node 8 -m repaint.cli evaluate test100/ --model celeba256 --masks all
+  torchrun --nproc_per_node 8 -m repaint eval test100/ --model celeba256 --masks all
 """
 
 
@@ -72,6 +72,9 @@ def evaluate_command(images: Path, out_dir: Path, model: str, steps: int, jump_l
     settings = SamplerSettings(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample)
     report = evaluate(images, out_dir, model, settings=settings, metrics=metrics, paper=paper, **_eval_kwargs(opts))
     click.echo(f"report: {out_dir / 'report.md'}" + ("" if report.complete else " (incomplete)"))
+
+
+cli.add_command(evaluate_command, "eval")  # the short name used in the docs
 
 
 @cli.group()

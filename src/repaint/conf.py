@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import yaml
 
+from .accel import Accel
 from .io import OutputDirs
 from .masks import IMAGE_SUFFIXES
 from .pipeline import Inpainter, SamplerSettings, resolve_checkpoint
@@ -267,7 +268,7 @@ def _find(path: str) -> tuple[Path, str | None]:
 
 
 def load_inpainter(conf: ReferenceConf, device: str | torch.device = "cpu", model: str | None = None,
-                   classifier: str | None = None) -> Inpainter:
+                   classifier: str | None = None, accel: Accel | None = None) -> Inpainter:
     """The Inpainter a config describes: its architecture, its diffusion, its files (``model`` / ``classifier``
     replace ``model_path`` / ``classifier_path``)."""
     device = torch.device(device)
@@ -285,4 +286,6 @@ def load_inpainter(conf: ReferenceConf, device: str | torch.device = "cpu", mode
         clf_arch = Preset(f"{conf.name}_classifier", file.name, "from a reference config", str(file), clf_config)
         clf, _ = load_checkpoint(file, preset=clf_arch, kind="classifier", map_location="cpu")
         clf = clf.to(device)
-    return Inpainter(unet.to(device), config, conf.diffusion, clf, device)
+    if accel is None:  # the reference ran use_fp16 configs with a float16 torso on the GPU
+        accel = Accel(precision="reference-fp16") if conf.unet.use_fp16 and device.type == "cuda" else Accel()
+    return Inpainter(unet.to(device), config, conf.diffusion, clf, device, accel)
