@@ -1,0 +1,736 @@
+"""Training ADM UNets with the improved-DDPM hybrid objective, and exporting them for inpainting.
+
+* Losses (pure functions): :func:`normal_kl`, :func:`discretized_gaussian_log_likelihood`, :func:`vlb_terms`,
+  :func:`hybrid_loss`. Equations cite Ho et al. 2020 (DDPM) and Nichol & Dhariwal 2021 (improved DDPM, "IDDPM").
+* :class:`TrainConfig` and :func:`train`: AdamW, EMA, uniform timesteps, random flips, mixed precision, periodic
+  sample grids, self-describing checkpoints that resume bit for bit, and DDP under ``torchrun``.
+* :func:`export_ema`: a training checkpoint -> float16 ``.safetensors`` that ``repaint inpaint --model`` loads.
+
+Randomness is reproducible by construction: every step seeds its own generator from ``(seed, rank, step)`` for the
+timesteps and the noise (and the global RNG, for dropout), and the data order is a function of ``(seed, epoch)``
+(:mod:`repaint.data`). Resuming from step ``s`` therefore replays exactly what an uninterrupted run does after ``s``,
+and no RNG state needs to be stored.
+
+Run it as ``python -m repaint.training train DATA --out DIR`` (see ``--help``) or from Python::
+
+    from repaint.training import TrainConfig, train, export_ema
+    result = train(TrainConfig(data="faces.tar", out="runs/faces", steps=20_000))
+    export_ema(result.checkpoint, "faces.safetensors")
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import nn
+
+from .data import ImageDataset, batches_per_epoch, epoch_batches
+from .diffusion import Diffusion, DiffusionConfig
+from .models.nn import AttentionBlock, ResBlock
+from .presets import DiffusionSettings, UNetConfig, build_model, config_record, save_checkpoint
+
+__all__ = [
+    "FACE64_UNET",
+    "FACE64_DIFFUSION",
+    "TrainConfig",
+    "TrainResult",
+    "normal_kl",
+    "approx_standard_normal_cdf",
+    "discretized_gaussian_log_likelihood",
+    "vlb_terms",
+    "hybrid_loss",
+    "sample",
+    "save_grid",
+    "train",
+    "load_training_checkpoint",
+    "export_ema",
+    "main",
+]
+
+CHECKPOINT_FORMAT = "repaint-train-1"
+LOG2 = math.log(2.0)
+
+# The bundled demo face model (src/repaint/weights/face64.safetensors): small enough to train on two CPU cores.
+FACE64_UNET = UNetConfig(
+    image_size=64,
+    model_channels=32,                  # narrowest width GroupNorm(32) allows
+    num_res_blocks=1,
+    attention_resolutions=(16, 8),
+    channel_mult=(1, 2, 2, 2),          # 64 -> 32 -> 16 -> 8 pixels
+    learn_sigma=True,                   # [eps, v] output, IDDPM eq. 15
+    num_head_channels=32,
+    use_scale_shift_norm=True,
+    resblock_updown=False,
+)
+FACE64_DIFFUSION = DiffusionSettings(steps=1000, noise_schedule="cosine", learn_sigma=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+
+
+def _mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """Mean over all but the batch dimension: [B, ...] -> [B]."""
+    return x.mean(dim=tuple(range(1, x.ndim)))
+
+
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats (broadcasting).
+
+    = 1/2 (-1 + logvar2 - logvar1 + e^(logvar1 - logvar2) + (mean1 - mean2)^2 e^(-logvar2)).
+    """
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """Phi(x) by the tanh approximation 1/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (as in DDPM's decoder)."""
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
+    """log p(x) per element, in nats, for 8-bit data x in [-1, 1] under N(means, e^(2 log_scales)) (DDPM eq. 13).
+
+    Each of the 256 values owns the bin x +- 1/255; the end bins extend to -inf and +inf so the 256 probabilities
+    sum to one.
+    """
+    centered = x - means
+    inv_std = torch.exp(-log_scales)
+    cdf_plus = approx_standard_normal_cdf(inv_std * (centered + 1.0 / 255.0))
+    cdf_min = approx_standard_normal_cdf(inv_std * (centered - 1.0 / 255.0))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+def vlb_terms(
+    diffusion: Diffusion, model_output: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """The variational bound term L_t per image, in bits per dimension: [B].
+
+    L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for t > 0 (DDPM eq. 5), and the decoder
+    L_0 = -log p(x_0 | x_1) under the discretised Gaussian for t = 0. ``model_output`` is the raw [eps, v] output;
+    pass the eps half detached to train only the variance with this term (IDDPM section 3.1, "stop-gradient").
+    """
+    true_mean = diffusion.posterior_mean(x_start, x_t, t)
+    true_log_var = diffusion._at(diffusion.posterior_log_variance_clipped, t)
+    out = diffusion.p_mean_variance(model_output, x_t, t, clip_denoised=False)
+    kl = _mean_flat(normal_kl(true_mean, true_log_var, out["mean"], out["log_variance"])) / LOG2
+    nll = -_mean_flat(discretized_gaussian_log_likelihood(x_start, out["mean"], 0.5 * out["log_variance"])) / LOG2
+    return torch.where(t == 0, nll, kl)
+
+
+def hybrid_loss(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    diffusion: Diffusion,
+    x_start: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    vlb_weight: float = 0.001,
+    autocast: Callable[[], Any] | None = None,
+) -> dict[str, torch.Tensor]:
+    """L_hybrid = L_simple + lambda L_vlb per image (IDDPM eq. 16), with ``t`` drawn uniformly.
+
+    L_simple = ||eps - eps_theta(x_t, t)||^2 (DDPM eq. 14, mean over pixels). With uniform t, T * L_t is an unbiased
+    estimate of L_vlb = sum_t L_t, so the per-sample term is ``vlb_weight * T * L_t`` (with lambda = 0.001 and
+    T = 1000 this is L_t itself, as in the reference). Models without a learned variance get L_simple only.
+    ``model(x_t, t)`` takes original-process timesteps; returns {"loss", "mse", "vb"}, each [B] float32.
+    """
+    x_t = diffusion.q_sample(x_start, t, noise)
+    with autocast() if autocast is not None else _null():
+        output = model(x_t, diffusion.model_timesteps(t))
+    output = output.float()
+    channels = x_start.shape[1]
+    eps = output[:, :channels]
+    mse = _mean_flat((noise - eps) ** 2)
+    if not diffusion.config.learn_sigma:
+        return {"loss": mse, "mse": mse, "vb": torch.zeros_like(mse)}
+    frozen = torch.cat([eps.detach(), output[:, channels:]], dim=1)
+    vb = vlb_terms(diffusion, frozen, x_start, x_t, t)
+    return {"loss": mse + vlb_weight * diffusion.num_timesteps * vb, "mse": mse, "vb": vb}
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling (for progress grids)
+
+
+@torch.no_grad()
+def sample(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    trained: DiffusionSettings,
+    shape: tuple[int, int, int, int],
+    steps: int = 50,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Ancestral DDPM sampling from pure noise over ``steps`` respaced steps (DDPM Alg. 2): [B, C, H, W] in [-1, 1]."""
+    diffusion = Diffusion(
+        DiffusionConfig(trained.steps, trained.noise_schedule, str(steps), trained.learn_sigma), device
+    )
+    generator = torch.Generator(device).manual_seed(seed)
+    x = torch.randn(shape, generator=generator, device=device)
+    for i in reversed(range(diffusion.num_timesteps)):
+        t = torch.full((shape[0],), i, dtype=torch.int64, device=device)
+        out = diffusion.p_mean_variance(model(x, diffusion.model_timesteps(t)).float(), x, t)
+        noise = torch.randn(shape, generator=generator, device=device)
+        x = out["mean"] + (i > 0) * torch.exp(0.5 * out["log_variance"]) * noise
+    return x.clamp(-1, 1)
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int = 8, gap: int = 2) -> Path:
+    """Write [N, 3, H, W] images in [-1, 1] as one PNG grid (white gaps); returns the path."""
+    n, _, h, w = images.shape
+    ncol = min(ncol, n)
+    nrow = -(-n // ncol)
+    canvas = np.full((nrow * (h + gap) - gap, ncol * (w + gap) - gap, 3), 255, dtype=np.uint8)
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    for i, image in enumerate(pixels.permute(0, 2, 3, 1).numpy()):
+        r, c = divmod(i, ncol)
+        canvas[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; stored in every checkpoint. ``batch_size`` is per process."""
+
+    data: str                                     # folder of images or a .tar of them
+    out: str                                      # run folder: checkpoints, log.jsonl, samples/
+    model: UNetConfig = FACE64_UNET               # architecture (image_size is the training resolution)
+    diffusion: DiffusionSettings = FACE64_DIFFUSION  # forward process: T, schedule, learned variance
+    batch_size: int = 8                           # images per step and process
+    lr: float = 2e-4                              # AdamW learning rate
+    lr_warmup: int = 0                            # steps of linear learning-rate warm-up
+    weight_decay: float = 0.0                     # AdamW decoupled weight decay
+    grad_clip: float = 1.0                        # max global gradient norm (0 = off)
+    vlb_weight: float = 0.001                     # lambda of IDDPM eq. 16
+    ema_rate: float = 0.9999                      # EMA decay of the exported weights
+    ema_warmup: bool = True                       # decay min(rate, (1 + n) / (10 + n)) at update n
+    steps: int = 100_000                          # total optimiser steps
+    log_interval: int = 50                        # steps per line in log.jsonl
+    sample_interval: int = 5000                   # steps per sample grid (0 = never)
+    sample_count: int = 16                        # images per grid
+    sample_steps: int = 50                        # respaced DDPM steps of a grid
+    save_interval: int = 2000                     # steps per checkpoint (0 = only at the end)
+    save_minutes: float = 0.0                     # also checkpoint after this many minutes (0 = off)
+    keep_checkpoints: int = 2                     # newest checkpoints kept on disk
+    max_minutes: float = 0.0                      # stop (with a checkpoint) after this long (0 = off)
+    seed: int = 0                                 # seeds data order, flips, timesteps, noise
+    precision: str = "fp32"                       # "fp32", "bf16" (autocast) or "fp16" (autocast + GradScaler, CUDA)
+    channels_last: bool = False                   # NHWC memory format (faster convolutions on some CPUs/GPUs)
+    flip: bool = True                             # random horizontal flips
+    num_workers: int = 0                          # DataLoader worker processes
+    device: str = "auto"                          # "auto" (cuda if available), "cpu", "cuda"
+    resume: str = "auto"                          # "auto" (newest checkpoint in out), a checkpoint path, or "none"
+
+    def __post_init__(self):
+        if isinstance(self.model, Mapping):
+            self.model = UNetConfig.from_dict(self.model)
+        if isinstance(self.diffusion, Mapping):
+            self.diffusion = DiffusionSettings.from_dict(self.diffusion)
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
+        if self.model.learn_sigma != self.diffusion.learn_sigma:
+            raise ValueError("model.learn_sigma and diffusion.learn_sigma disagree")
+        if self.batch_size < 1 or self.steps < 0 or not 0 <= self.ema_rate < 1:
+            raise ValueError("need batch_size >= 1, steps >= 0 and 0 <= ema_rate < 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**data, "model": self.model.to_dict(), "diffusion": self.diffusion.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class TrainResult:
+    step: int                     # optimiser steps done
+    checkpoint: Path | None       # the last checkpoint written (None on ranks > 0)
+    loss: float                   # mean loss of the last logging interval (nan if none)
+    stopped_early: bool           # stopped by max_minutes or SIGTERM before config.steps
+
+
+# ----------------------------------------------------------------------------------------------
+# Model set-up
+
+
+def zero_init_residuals(model: nn.Module) -> nn.Module:
+    """Zero the last conv of every ResBlock, every attention output projection and the output conv.
+
+    As in ADM: each residual branch starts as the identity and the network's first prediction is 0.
+    """
+    for module in model.modules():
+        if isinstance(module, ResBlock):
+            _zero(module.out_layers[-1])
+        elif isinstance(module, AttentionBlock):
+            _zero(module.proj_out)
+    _zero(model.out[-1])
+    return model
+
+
+def _zero(layer: nn.Module) -> None:
+    for p in layer.parameters():
+        nn.init.zeros_(p)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, rate: float) -> None:
+    """ema <- rate * ema + (1 - rate) * model, parameter by parameter (buffers are copied)."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1.0 - rate)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def ema_decay(config: TrainConfig, update: int) -> float:
+    """The decay at update ``update`` (0-based): ``ema_rate``, capped by (1 + n) / (10 + n) during warm-up."""
+    return min(config.ema_rate, (1 + update) / (10 + update)) if config.ema_warmup else config.ema_rate
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over ``lr_warmup`` steps, then constant."""
+    return config.lr * min(1.0, (step + 1) / config.lr_warmup) if config.lr_warmup else config.lr
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _checkpoint_name(step: int) -> str:
+    return f"ckpt_{step:08d}.pt"
+
+
+def list_checkpoints(out: str | os.PathLike) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    return sorted(Path(out).glob("ckpt_*.pt"))
+
+
+def _save_training_checkpoint(state: dict[str, Any], out: Path, keep: int) -> Path:
+    path = out / _checkpoint_name(state["step"])
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_training_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """A training checkpoint's dict (``weights_only`` load): model, ema, optimizer, scaler, step, configs."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a repaint training checkpoint ({CHECKPOINT_FORMAT})")
+    return state
+
+
+def _resume_path(config: TrainConfig) -> Path | None:
+    if config.resume in ("", "none", None):
+        return None
+    if config.resume == "auto":
+        found = list_checkpoints(config.out)
+        return found[-1] if found else None
+    path = Path(config.resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume checkpoint not found: {path}")
+    return path
+
+
+_MUST_MATCH = ("model", "diffusion", "batch_size", "seed", "data", "flip")
+
+
+def _check_resumable(stored: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
+    now = config.to_dict()
+    differ = [k for k in _MUST_MATCH if stored.get(k) != now[k]]
+    if differ:
+        raise ValueError(f"cannot resume {path}: {', '.join(differ)} differ from the checkpoint's run")
+
+
+def export_ema(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = True, use_ema: bool = True
+) -> Path:
+    """Write a training checkpoint's EMA (or raw) weights as ``.safetensors`` with config + diffusion metadata.
+
+    The file loads like a released model: ``Inpainter.load(out)`` / ``repaint inpaint --model out``.
+    """
+    state = load_training_checkpoint(checkpoint)
+    train_config = TrainConfig.from_dict(state["train_config"])
+    model = build_model(train_config.model)
+    model.load_state_dict(state["ema" if use_ema else "model"])
+    extra = {
+        "repaint_training": json.dumps(
+            {"step": state["step"], "weights": "ema" if use_ema else "raw", "ema_rate": train_config.ema_rate,
+             "batch_size": train_config.batch_size, "loss": state.get("loss")}
+        )
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(model, train_config.model, out, half=half, diffusion=train_config.diffusion, extra=extra)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed helpers
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(config: TrainConfig) -> _Dist:
+    """Read torchrun's environment; with WORLD_SIZE > 1 join the process group (nccl on CUDA, else gloo)."""
+    want_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if want_cuda else torch.device("cpu")
+    if want_cuda:
+        torch.cuda.set_device(device)
+    if world == 1:
+        return _Dist(0, 1, device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if want_cuda else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), device)
+
+
+def _mean_across(values: list[float], d: _Dist) -> list[float]:
+    if d.world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=d.device)
+    dist.all_reduce(tensor)
+    return (tensor / d.world).tolist()
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def _batches(dataset: ImageDataset, config: TrainConfig, d: _Dist, start_step: int) -> Iterator[torch.Tensor]:
+    """An endless stream of [B, 3, H, W] batches, beginning with the one of step ``start_step``."""
+    per_epoch = batches_per_epoch(len(dataset), config.batch_size, d.world)
+    epoch, start = divmod(start_step, per_epoch)
+    while True:
+        dataset.set_epoch(epoch)
+        sampler = list(epoch_batches(len(dataset), config.batch_size, epoch, config.seed, d.rank, d.world, start))
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=config.num_workers, pin_memory=d.device.type == "cuda"
+        )
+        yield from loader
+        epoch, start = epoch + 1, 0
+
+
+class _Stopper:
+    """Turns SIGTERM/SIGINT into a graceful stop (checkpoint, then return) in the main thread."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading_main():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> Callable[[], Any] | None:
+    if config.precision == "fp32":
+        return None
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs CUDA (GradScaler); use 'bf16' on CPU")
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def _log(out: Path, record: dict[str, Any]) -> None:
+    with open(out / "log.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()]
+    print(" ".join(parts), flush=True)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or resume) a run; returns where it stopped. Only rank 0 writes files.
+
+    Each step: draw a batch, t ~ U{0..T-1}, eps ~ N(0, I), minimise :func:`hybrid_loss` with AdamW, update the EMA.
+    """
+    d = _setup_distributed(config)
+    out = Path(config.out)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    diffusion = Diffusion(DiffusionConfig(config.diffusion.steps, config.diffusion.noise_schedule, "",
+                                          config.diffusion.learn_sigma), d.device)
+    torch.manual_seed(config.seed)
+    model = zero_init_residuals(build_model(config.model)).to(d.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+
+    step, last_loss = 0, float("nan")
+    resume = _resume_path(config)
+    if resume is not None:
+        state = load_training_checkpoint(resume, map_location=d.device)
+        _check_resumable(state["train_config"], config, resume)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step, last_loss = state["step"], state.get("loss") or float("nan")
+        if d.main:
+            print(f"resumed {resume} at step {step}", flush=True)
+
+    net = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    dataset = ImageDataset(config.data, config.model.image_size, flip=config.flip, seed=config.seed)
+    autocast = _autocast(config, d.device)
+    started = time.monotonic()
+    last_save = started
+    window: dict[str, list[float]] = {"loss": [], "mse": [], "vb": []}
+    window_start = time.monotonic()
+    checkpoint = None
+    stopped_early = False
+
+    def state_dict() -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "config": config_record(config.model, config.diffusion),
+            "train_config": config.to_dict(),
+            "loss": last_loss,
+        }
+
+    def save() -> Path | None:
+        nonlocal last_save
+        last_save = time.monotonic()
+        if d.main:
+            return _save_training_checkpoint(state_dict(), out, config.keep_checkpoints)
+        return None
+
+    if d.main:
+        params = sum(p.numel() for p in model.parameters())
+        print(f"training {params / 1e6:.2f}M parameters on {d.device} x{d.world}, {len(dataset)} images, "
+              f"from step {step} to {config.steps}", flush=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    batches = _batches(dataset, config, d, step)
+    with _Stopper() as stopper:
+        while step < config.steps:
+            x_start = next(batches).to(d.device, non_blocking=True)
+            if config.channels_last:
+                x_start = x_start.contiguous(memory_format=torch.channels_last)
+            seed = _step_seed(config.seed, d.rank, step)
+            torch.manual_seed(seed)  # dropout
+            generator = torch.Generator(d.device).manual_seed(seed)
+            t = torch.randint(0, diffusion.num_timesteps, (x_start.shape[0],), generator=generator, device=d.device)
+            noise = torch.randn(x_start.shape, generator=generator, device=d.device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
+
+            terms = hybrid_loss(net, diffusion, x_start, t, noise, config.vlb_weight, autocast)
+            loss = terms["loss"].mean()
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            update_ema(ema, model, ema_decay(config, step))
+            step += 1
+
+            for key in window:
+                window[key].append(float(terms[key].detach().mean()))
+            if config.log_interval and step % config.log_interval == 0:
+                means = _mean_across([float(np.mean(v)) for v in window.values()], d)
+                last_loss = means[0]
+                if d.main:
+                    seconds = (time.monotonic() - window_start) / len(window["loss"])
+                    _log(out, {"step": step, "loss": means[0], "mse": means[1], "vb": means[2],
+                               "lr": learning_rate(config, step - 1), "sec_per_step": seconds,
+                               "minutes": (time.monotonic() - started) / 60})
+                window = {k: [] for k in window}
+                window_start = time.monotonic()
+            if d.main and config.sample_interval and step % config.sample_interval == 0:
+                _write_samples(ema, config, out, step, d.device)
+
+            out_of_time = config.max_minutes and time.monotonic() - started > 60 * config.max_minutes
+            stop = _agree(stopper.requested or bool(out_of_time), d)
+            due = (config.save_interval and step % config.save_interval == 0) or (
+                config.save_minutes and time.monotonic() - last_save > 60 * config.save_minutes
+            )
+            if stop or _agree(bool(due), d) or step == config.steps:
+                checkpoint = save()
+            if stop:
+                stopped_early = step < config.steps
+                break
+    if checkpoint is None:  # nothing left to train (resumed at the end, or steps=0)
+        checkpoint = save()
+    if d.world > 1:
+        dist.barrier()
+    return TrainResult(step, checkpoint, last_loss, stopped_early)
+
+
+def _agree(flag: bool, d: _Dist) -> bool:
+    """True on every rank if it is true on any (so all ranks stop and checkpoint at the same step)."""
+    if d.world == 1:
+        return flag
+    tensor = torch.tensor([float(flag)], device=d.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def _write_samples(ema: nn.Module, config: TrainConfig, out: Path, step: int, device: torch.device) -> Path:
+    size, channels = config.model.image_size, config.model.in_channels
+    images = sample(lambda x, t: ema(x, t), config.diffusion, (config.sample_count, channels, size, size),
+                    config.sample_steps, seed=config.seed, device=device)
+    return save_grid(images, out / "samples" / f"step_{step:08d}.png", ncol=int(math.ceil(config.sample_count ** 0.5)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line (``python -m repaint.training``); the ``repaint train`` command calls :func:`train` likewise.
+
+
+def _model_config(args: argparse.Namespace) -> UNetConfig:
+    changes = {
+        "image_size": args.image_size, "model_channels": args.model_channels, "num_res_blocks": args.num_res_blocks,
+        "channel_mult": args.channel_mult, "attention_resolutions": args.attention_resolutions,
+        "dropout": args.dropout, "num_head_channels": args.num_head_channels,
+    }
+    return FACE64_UNET.replace(**{k: v for k, v in changes.items() if v is not None})
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m repaint.training",
+        description="Train an ADM UNet on a folder or .tar of images, or export a checkpoint's EMA weights.",
+        epilog="examples:\n  python -m repaint.training train faces.tar --out runs/faces --steps 20000 --precision bf16\n"
+               "  python -m repaint.training export runs/faces/ckpt_00020000.pt faces.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("train", help="train or resume a run", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run.add_argument("data", help="folder of images or .tar of images")
+    run.add_argument("--out", required=True, help="run folder")
+    defaults = TrainConfig(data="", out="")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "out", "model", "diffusion"):
+            continue
+        value = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            run.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            run.add_argument(flag, type=type(value), default=value)
+    arch = run.add_argument_group("architecture (defaults: the bundled face64 model)")
+    arch.add_argument("--image-size", type=int)
+    arch.add_argument("--model-channels", type=int)
+    arch.add_argument("--num-res-blocks", type=int)
+    arch.add_argument("--channel-mult", help="e.g. 1,2,2,2")
+    arch.add_argument("--attention-resolutions", help="e.g. 16,8")
+    arch.add_argument("--num-head-channels", type=int)
+    arch.add_argument("--dropout", type=float)
+    arch.add_argument("--noise-schedule", choices=("linear", "cosine"), default=FACE64_DIFFUSION.noise_schedule)
+    arch.add_argument("--diffusion-steps", type=int, default=FACE64_DIFFUSION.steps)
+    export = commands.add_parser("export", help="write a checkpoint's EMA weights as .safetensors")
+    export.add_argument("checkpoint")
+    export.add_argument("output")
+    export.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
+    export.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "export":
+        path = export_ema(args.checkpoint, args.output, half=not args.fp32, use_ema=not args.raw)
+        print(f"wrote {path}")
+        return 0
+    skip = {"data", "out", "model", "diffusion"}
+    scalars = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in skip}
+    diffusion = DiffusionSettings(steps=args.diffusion_steps, noise_schedule=args.noise_schedule, learn_sigma=True)
+    config = TrainConfig(data=args.data, out=args.out, model=_model_config(args), diffusion=diffusion, **scalars)
+    result = train(config)
+    if result.checkpoint is not None:
+        print(f"step {result.step}: {result.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
