@@ -1,7 +1,7 @@
 """Evidence for the bundled face model: inpainting grids for the paper's six mask settings, PSNR/SSIM of the filled
 region, samples from pure noise and the training curve. Writes docs/face64/*.png and docs/face64/metrics.json.
 
-    python scripts/face64_evidence.py                                  # the bundled model, 16 test faces
+    python scripts/face64_evidence.py          # the bundled model, 16 test faces, the CLI default T=50 j=5 r=5
     python scripts/face64_evidence.py --faces 4 --steps 10 --out /tmp/ev  # a quick smoke run
 """
 
@@ -61,8 +61,8 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50, help="respaced steps T")
     parser.add_argument("--jump-length", type=int, default=5)
-    parser.add_argument("--jump-n-sample", type=int, default=10)
-    parser.add_argument("--start-resampling", type=int, default=20)
+    parser.add_argument("--jump-n-sample", type=int, default=5)
+    parser.add_argument("--start-resampling", type=int, default=100_000_000)
     parser.add_argument("--sample-steps", type=int, default=100, help="DDPM steps of the pure-noise samples")
     parser.add_argument("--log", default=str(ROOT / "runs/face64/log.jsonl"), help="training log for the curve")
     parser.add_argument("--out", default=str(ROOT / "docs/face64"))

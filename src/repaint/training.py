@@ -28,7 +28,9 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +157,7 @@ def hybrid_loss(
     ``model(x_t, t)`` takes original-process timesteps; returns {"loss", "mse", "vb"}, each [B] float32.
     """
     x_t = diffusion.q_sample(x_start, t, noise)
-    with autocast() if autocast is not None else _null():
+    with autocast() if autocast is not None else nullcontext():
         output = model(x_t, diffusion.model_timesteps(t))
     output = output.float()
     channels = x_start.shape[1]
@@ -166,14 +168,6 @@ def hybrid_loss(
     frozen = torch.cat([eps.detach(), output[:, channels:]], dim=1)
     vb = vlb_terms(diffusion, frozen, x_start, x_t, t)
     return {"loss": mse + vlb_weight * diffusion.num_timesteps * vb, "mse": mse, "vb": vb}
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,7 +470,7 @@ class _Stopper:
         self._previous = {}
 
     def __enter__(self):
-        if threading_main():
+        if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -488,12 +482,6 @@ class _Stopper:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _autocast(config: TrainConfig, device: torch.device) -> Callable[[], Any] | None:
