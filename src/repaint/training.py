@@ -415,6 +415,7 @@ class _Dist:
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False          # this run created the process group (and destroys it at the end)
 
     @property
     def main(self) -> bool:
@@ -431,9 +432,10 @@ def _setup_distributed(config: TrainConfig) -> _Dist:
         torch.cuda.set_device(device)
     if world == 1:
         return _Dist(0, 1, device)
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if want_cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), device)
+    return _Dist(dist.get_rank(), dist.get_world_size(), device, owns)
 
 
 def _mean_across(values: list[float], d: _Dist) -> list[float]:
@@ -632,6 +634,8 @@ def train(config: TrainConfig) -> TrainResult:
         checkpoint = save()
     if d.world > 1:
         dist.barrier()
+        if d.owns_group:
+            dist.destroy_process_group()
     return TrainResult(step, checkpoint, last_loss, stopped_early)
 
 
