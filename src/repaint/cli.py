@@ -122,9 +122,14 @@ def _settings(model: str, opts: dict, explicit: set[str], base: "SamplerSettings
     """The sampler settings: conf (if any) or the model's recommended schedule, then explicit options."""
     from .pipeline import SamplerSettings, with_overrides
 
-    if base is None:
+    if opts["fast"]:
+        from .fast_samplers import FAST_PRESET
+
+        base = FAST_PRESET
+    elif base is None:
         base = SamplerSettings(**BUNDLED_DEFAULT_SCHEDULE) if model == "default" else SamplerSettings()
-    schedule = {k: opts[k] for k in ("steps", "jump_length", "jump_n_sample") if opts[k] is not None}
+    schedule = {k: opts[k] for k in ("steps", "jump_length", "jump_n_sample", "start_resampling", "eta")
+                if opts[k] is not None}
     if "steps" in schedule:
         base = replace(base, timestep_respacing="")
     return with_overrides(
@@ -220,7 +225,12 @@ def _explicit(ctx: click.Context) -> set[str]:
 @click.option("--injection", type=click.Choice(INJECTION_MODES), default="reference", show_default=True,
               help="How the known region is joined: as the reference code, or as the paper's Alg. 1.")
 @click.option("--no-paste", is_flag=True, help="Do not paste the exact known pixels at the end (as the reference).")
-@click.option("--sampler", default=None, help="Sampler name (default: repaint).")
+@click.option("--sampler", default=None, help="Sampler: repaint (default), ddim_repaint, ddnm, sdedit_repeat.")
+@click.option("--fast", is_flag=True,
+              help="The fast preset: T=50, j=5, r=10, resampling only at t<=20 (230 calls; docs/fidelity.md).")
+@click.option("--start-resampling", type=click.IntRange(min=0), default=None,
+              help="Resample only at t <= this (reference's start_resampling).")
+@click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta of ddim_repaint / ddnm.")
 @click.option("--conf", "conf_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A reference RePaint YAML config (confs/test_*.yml); options given here override it.")
 @click.option("--save-frames", type=click.IntRange(min=1), default=None,
@@ -289,16 +299,17 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
 
 
 def _describe(inpainter, settings, model_name) -> int | None:
-    """Print the model and schedule; return network calls per batch (None for samplers other than repaint)."""
+    """Print the model and schedule; return network calls per batch (None when the sampler has no jump schedule)."""
     steps = inpainter.diffusion(settings).num_timesteps
     click.echo(f"model: {model_name} ({inpainter.image_size}x{inpainter.image_size}"
                f"{', class-conditional' if inpainter.num_classes else ''}) on {inpainter.device}")
-    if settings.sampler != "repaint":
+    if settings.sampler not in ("repaint", "ddim_repaint", "ddnm"):
         click.echo(f"sampler: {settings.sampler}, {steps} steps")
         return None
     calls = settings.jump_schedule(steps).network_calls()
-    click.echo(f"schedule: steps={steps} jump_length={settings.jump_length} jump_n_sample={settings.jump_n_sample}"
-               f" -> {calls} network calls per sample batch")
+    limit = f" start_resampling={settings.start_resampling}" if settings.start_resampling < steps else ""
+    click.echo(f"sampler: {settings.sampler}, steps={steps} jump_length={settings.jump_length} "
+               f"jump_n_sample={settings.jump_n_sample}{limit} -> {calls} network calls per sample batch")
     return calls
 
 
