@@ -1,24 +1,22 @@
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("REPAINT_TEST_THREADS", "2")))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared test helpers (official.py, ...)
 
-FIXTURES = Path(os.environ.get("REPAINT_FIXTURES", Path(__file__).resolve().parents[1].parent / "shared/fixtures/official"))
+from official import require_fixtures  # noqa: E402
 
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"conformance fixture {path} is missing; set REPAINT_FIXTURES to the official fixtures")
-    return path
+# The test networks are tiny: one thread is fastest and does not fight other processes for the two CI cores.
+torch.set_num_threads(int(os.environ.get("REPAINT_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    return _require(FIXTURES)
+    return require_fixtures()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
 from PIL import Image
@@ -10,14 +9,6 @@ from PIL import Image
 from repaint.cli import cli
 from repaint.conf import ConfError, parse_conf, read_conf
 from test_cli import TINY, tiny_checkpoint
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def reference_conf(root, model_path, **changes):

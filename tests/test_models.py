@@ -5,36 +5,16 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from official import FIXTURES, load_fixture, reference, run
 
-from repaint.models import EncoderUNetModel, UNetModel, timestep_embedding
+from repaint.models import UNetModel, timestep_embedding
 from repaint.models.nn import qkv_attention
 from repaint.presets import build_model, config_from_official_kwargs
 
-FIXTURES = Path("/work/shared/fixtures/official")
 NETWORKS = ["unet_s1", "unet_s2", "unet_s3", "classifier_s1"]
-
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="official fixtures not available")
-
-
-def load_fixture(name: str):
-    io = torch.load(FIXTURES / f"{name}_io.pt")
-    state_dict = torch.load(FIXTURES / f"{name}_state_dict.pt")
-    return io, state_dict
-
-
-def run(model, io):
-    with torch.no_grad():
-        if isinstance(model, EncoderUNetModel):
-            return model(io["x"], io["timesteps"])
-        return model(io["x"], io["timesteps"], io["y"])
-
-
-def reference(io):
-    return io["logits"] if "logits" in io else io["output"]
 
 
 def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from official import FIXTURES, load_fixture, reference, run
 
-from repaint.models import EncoderUNetModel
 from repaint.presets import (
     PRESETS,
     CheckpointError,
@@ -25,8 +24,6 @@ from repaint.presets import (
     save_checkpoint,
 )
 
-FIXTURES = Path("/work/shared/fixtures/official")
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="official fixtures not available")
 HEAD_FLAGS = ("num_heads", "num_head_channels", "num_heads_upsample", "use_new_attention_order")
 PRESET_OF = {  # full_size_keys.json id -> preset
     "a_imagenet256_cond": "imagenet256",
@@ -35,21 +32,6 @@ PRESET_OF = {  # full_size_keys.json id -> preset
     "d_openai256_uncond": "openai256_uncond",
     "e_imagenet256_classifier": "imagenet256_classifier",
 }
-
-
-def load_fixture(name: str):
-    return torch.load(FIXTURES / f"{name}_io.pt"), torch.load(FIXTURES / f"{name}_state_dict.pt")
-
-
-def run(model, io):
-    with torch.no_grad():
-        if isinstance(model, EncoderUNetModel):
-            return model(io["x"], io["timesteps"])
-        return model(io["x"], io["timesteps"], io["y"])
-
-
-def reference(io):
-    return io["logits"] if "logits" in io else io["output"]
 
 
 def full_size_entries():

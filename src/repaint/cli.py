@@ -17,9 +17,10 @@ import click
 import torch
 
 from .accel import PRECISIONS, Accel
-from .io import FIT_MODES, OutputDirs, OutputWriter, fit_to_size, load_image, save_image
+from .io import OutputDirs, OutputWriter, fit_to_size, load_image, save_image
 from .masks import MASK_KINDS, MaskError, load_mask, make_masks, mask_preview_grid, save_mask
-from .presets import PRESETS, CheckpointError
+from .pipeline import SamplerSettings, with_overrides
+from .presets import PRESETS
 from .sampler import INJECTION_MODES, SamplingError, Step
 from .schedule import JumpSchedule
 
@@ -118,9 +119,8 @@ def _load_item(image_path: Path, mask_path: Path, size: int, fit: str, invert: b
     return _Item(image_path.stem, image, mask)
 
 
-def _settings(model: str, opts: dict, explicit: set[str], base: "SamplerSettings | None"):
+def _settings(model: str, opts: dict, explicit: set[str], base: SamplerSettings | None) -> SamplerSettings:
     """The sampler settings: conf (if any) or the model's recommended schedule, then explicit options."""
-    from .pipeline import SamplerSettings, with_overrides
 
     if opts["fast"]:
         from .fast_samplers import FAST_PRESET
