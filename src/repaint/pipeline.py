@@ -17,7 +17,15 @@ import torch
 
 from .accel import Accel, accelerate
 from .diffusion import Diffusion, DiffusionConfig
-from .presets import PRESETS, CheckpointError, DiffusionSettings, UNetConfig, get_preset, load_checkpoint
+from .presets import (
+    PRESETS,
+    CheckpointError,
+    DiffusionSettings,
+    UNetConfig,
+    get_preset,
+    load_checkpoint,
+    read_checkpoint,
+)
 from .sampler import ModelFn, Step, classifier_guidance, make_generators, repaint
 from .schedule import JumpSchedule
 
@@ -179,8 +187,9 @@ class Inpainter:
         device = torch.device(device)
         path, found_preset = resolve_checkpoint(model)
         preset = preset or found_preset
-        unet, config = load_checkpoint(path, preset=preset, kind="unet", map_location="cpu")
-        trained = get_preset(preset).diffusion if preset else _stored_diffusion(path)
+        contents = read_checkpoint(path)
+        unet, config = load_checkpoint(path, preset=preset, kind="unet", contents=contents)
+        trained = get_preset(preset).diffusion if preset else _stored_diffusion(contents[1])
         clf = None
         if classifier is not None:
             clf_path, clf_preset = resolve_checkpoint(classifier)
@@ -259,11 +268,8 @@ class Inpainter:
         return torch.tensor(labels, dtype=torch.int64, device=self.device)
 
 
-def _stored_diffusion(path: Path) -> DiffusionSettings | None:
+def _stored_diffusion(stored) -> DiffusionSettings | None:
     """Diffusion settings stored with our own checkpoints (absent in the official .pt files)."""
-    from .presets import read_checkpoint
-
-    _, stored = read_checkpoint(path)
     if isinstance(stored, dict) and isinstance(stored.get("diffusion"), dict):
         return DiffusionSettings.from_dict(stored["diffusion"])
     return None

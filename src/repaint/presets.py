@@ -600,9 +600,12 @@ def load_checkpoint(
     preset: str | Preset | None = None,
     kind: str | None = None,
     map_location: Any = "cpu",
+    contents: tuple[dict[str, torch.Tensor], Any] | None = None,
     **overrides: Any,
 ) -> tuple[nn.Module, Config]:
     """Load a guided-diffusion / RePaint checkpoint into a freshly built network (eval mode, float32).
+
+    ``contents`` is what :func:`read_checkpoint` returned for ``path``, when the caller has read it already.
 
     The architecture comes from ``preset`` if given, else from the config stored in the file,
     else from :func:`infer_unet_config` / :func:`infer_classifier_config`; ``overrides`` (config
@@ -612,7 +615,7 @@ def load_checkpoint(
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    state_dict, stored = read_checkpoint(path, map_location)
+    state_dict, stored = contents if contents is not None else read_checkpoint(path, map_location)
     if kind is not None and kind != detect_kind(state_dict):
         raise CheckpointError(f"{path} holds a {detect_kind(state_dict)} state dict, not a {kind}")
     try:
