@@ -47,9 +47,12 @@ MODES: dict[str, Accel] = {
     "bf16-compile": Accel("bf16", compile=True),
     "bf16-graphs": Accel("bf16", cuda_graphs=True),
     "bf16-compile-graphs": Accel("bf16", compile=True, cuda_graphs=True),
+    "fp16-graphs": Accel("fp16", cuda_graphs=True),
+    "fp16-compile-graphs": Accel("fp16", compile=True, cuda_graphs=True),
 }
 DEFAULT_MODES = {
-    "cuda": ["reference", "reference-fp16", "bf16", "fp16", "bf16-graphs", "bf16-compile-graphs"],
+    "cuda": ["reference", "reference-fp16", "bf16", "fp16", "fp16-graphs", "fp16-compile-graphs",
+             "bf16-compile-graphs"],
     "cpu": ["reference", "auto", "bf16"],
 }
 SCHEDULES = {  # name: (T, jump_length, jump_n_sample)
