@@ -443,6 +443,33 @@ def validate(sampler: str, fast: bool, count: int, seed: int, **schedule) -> Non
     click.echo(f"  sliced Wasserstein to exact samples:   {result['sliced_w2']:.4f}")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# repaint train / export  (options are those of repaint.training's parser, passed through)
+# ---------------------------------------------------------------------------------------------------------------
+
+_PASS_THROUGH = dict(ignore_unknown_options=True, allow_extra_args=True, help_option_names=[])
+
+
+@cli.command(context_settings=_PASS_THROUGH, add_help_option=False)
+@click.pass_context
+@_handles_errors
+def train(ctx: click.Context) -> None:
+    """Train (or resume) an ADM UNet on a folder or .tar of images: repaint train DATA --out DIR [...]; --help."""
+    from .training import main as training_main
+
+    raise click.exceptions.Exit(training_main(["train", *ctx.args]))
+
+
+@cli.command(context_settings=_PASS_THROUGH, add_help_option=False)
+@click.pass_context
+@_handles_errors
+def export(ctx: click.Context) -> None:
+    """Write a training checkpoint's EMA weights as .safetensors: repaint export CHECKPOINT OUT [--fp32]."""
+    from .training import main as training_main
+
+    raise click.exceptions.Exit(training_main(["export", *ctx.args]))
+
+
 def main() -> None:
     import importlib
 
