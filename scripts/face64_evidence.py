@@ -49,6 +49,17 @@ def triptych(gt: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor, path: P
     save_grid(torch.cat([gt, masked, filled]), path, ncol=gt.shape[0])
 
 
+def example_strip(inpainter: Inpainter, settings: SamplerSettings, path: Path, samples: int = 4) -> None:
+    """examples/face.png masked, ``samples`` fills (seeds 0, 1, ...) and the original, in one row."""
+    from repaint.masks import load_mask
+
+    face = ImageDataset(ROOT / "examples", flip=False)
+    gt = face[face.names.index(str(ROOT / "examples" / "face.png"))][None]
+    mask = load_mask(ROOT / "examples" / "face_mask.png")[None, None]
+    filled = inpainter(gt.expand(samples, -1, -1, -1), mask.expand(samples, -1, -1, -1), list(range(samples)), settings)
+    save_grid(torch.cat([mask * gt, filled, gt]), path, ncol=samples + 2)
+
+
 def region_scores(gt: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
     hole = 1 - mask[:, 0]
     return {"psnr": float(psnr(out.clamp(-1, 1), gt, hole).mean()), "ssim": float(ssim(out.clamp(-1, 1), gt, hole).mean())}
@@ -92,6 +103,7 @@ def main() -> None:
         report["kinds"][kind] = entry
         print(kind, json.dumps(entry), flush=True)
 
+    example_strip(inpainter, settings, out / "example.png")
     unet = inpainter.unet.eval()
     noise_samples = sample(lambda x, t: unet(x, t), inpainter.trained, (16, 3, 64, 64), args.sample_steps, seed=0)
     save_grid(noise_samples, out / "samples.png", ncol=8)
