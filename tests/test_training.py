@@ -247,6 +247,13 @@ def test_command_line_trains_and_exports(image_folder, tmp_path):
     assert (tmp_path / "m.safetensors").exists()
 
 
+def test_command_line_reports_bad_data_in_one_line(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: training data must be") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -32,7 +32,7 @@ import threading
 import time
 from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -508,6 +508,8 @@ def train(config: TrainConfig) -> TrainResult:
     Each step: draw a batch, t ~ U{0..T-1}, eps ~ N(0, I), minimise :func:`hybrid_loss` with AdamW, update the EMA.
     """
     d = _setup_distributed(config)
+    dataset = ImageDataset(config.data, config.model.image_size, flip=config.flip, seed=config.seed)
+    batches_per_epoch(len(dataset), config.batch_size, d.world)  # too few images: an error before any file is written
     out = Path(config.out)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -538,7 +540,6 @@ def train(config: TrainConfig) -> TrainResult:
     net = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    dataset = ImageDataset(config.data, config.model.image_size, flip=config.flip, seed=config.seed)
     autocast = _autocast(config, d.device)
     started = time.monotonic()
     last_save = started
@@ -709,7 +710,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m repaint.training train|export ...``; bad input is a one-line error and exit status 2."""
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "export":
         path = export_ema(args.checkpoint, args.output, half=not args.fp32, use_ema=not args.raw)
         print(f"wrote {path}")
