@@ -34,3 +34,10 @@ def test_validate_reports_calls_and_fidelity():
     assert "10 network calls per image" in result.output
     share = float(re.search(r"wrong-component share .*: ([0-9.]+)", result.output).group(1))
     assert 0.0 <= share <= 1.0
+
+
+def test_train_command_passes_options_through_and_reports_bad_data(tmp_path):
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    assert "training data" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
