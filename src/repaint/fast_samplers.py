@@ -33,7 +33,7 @@ import torch
 
 from .diffusion import Diffusion
 from .pipeline import SamplerSettings, register_sampler
-from .sampler import ModelFn, SamplingError, Step, _as_batch_mask, randn
+from .sampler import ModelFn, Step, _as_batch_mask, randn, run_steps
 from .schedule import transitions
 
 __all__ = ["ddim_repaint", "ddnm", "time_travel_iter", "grouped_moves", "FAST_PRESET", "JOINS"]
@@ -129,16 +129,6 @@ def _ddim_step(model, diffusion, x, t, abar, gt, mask, generators, join, eta, co
     return x_prev, x0
 
 
-def _run(steps: Iterator[Step], callback) -> torch.Tensor:
-    step = None
-    for step in steps:
-        if callback is not None:
-            callback(step)
-    if not bool(torch.isfinite(step.x).all()):
-        raise SamplingError("the model produced NaN or infinite values; the result was discarded")
-    return step.x
-
-
 def _check_options(settings: SamplerSettings, allowed: tuple[str, ...] = ()) -> None:
     unknown = sorted(set(settings.options) - set(allowed))
     if unknown:
@@ -153,7 +143,7 @@ def _make_sampler(join: str, doc: str):
             model, diffusion, times, gt, mask, generators=generators, join=join, eta=settings.eta,
             cond_fn=cond_fn, clip_denoised=settings.clip_denoised, paste_known=settings.paste_known,
         )
-        return _run(steps, callback)
+        return run_steps(steps, callback)
 
     sampler.__name__ = sampler.__qualname__ = join if join == "ddnm" else "ddim_repaint"
     sampler.__doc__ = doc

@@ -27,7 +27,9 @@ import torch
 from .diffusion import Diffusion
 from .schedule import transitions
 
-__all__ = ["Step", "SamplingError", "repaint", "repaint_iter", "classifier_guidance", "make_generators", "randn"]
+__all__ = [
+    "Step", "SamplingError", "repaint", "repaint_iter", "run_steps", "classifier_guidance", "make_generators", "randn",
+]
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 CondFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -176,14 +178,20 @@ def repaint(
     ``callback(step)`` is called after every transition. With ``check_finite`` a result containing NaN or inf raises
     :class:`SamplingError` (one host synchronisation, at the end).
     """
+    return run_steps(repaint_iter(model, diffusion, times, gt, mask, **kwargs), callback, check_finite)
+
+
+def run_steps(
+    steps: Iterator[Step], callback: Callable[[Step], None] | None = None, check_finite: bool = True
+) -> torch.Tensor:
+    """Drive any step iterator to its end, calling ``callback`` per step; the final image, checked for NaN/inf."""
     step = None
-    for step in repaint_iter(model, diffusion, times, gt, mask, **kwargs):
+    for step in steps:
         if callback is not None:
             callback(step)
-    x = step.x
-    if check_finite and not bool(torch.isfinite(x).all()):
+    if check_finite and not bool(torch.isfinite(step.x).all()):
         raise SamplingError("the model produced NaN or infinite values; the result was discarded")
-    return x
+    return step.x
 
 
 def _denoise_step(model, diffusion, x, t_host, t, gt, mask, noise, cond_fn, clip_denoised, injection, inject):
