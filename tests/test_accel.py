@@ -133,12 +133,7 @@ def test_bf16_sampling_is_finite_and_keeps_the_known_region_exactly(unet):
 
 
 def test_guidance_through_a_bf16_classifier_matches_float32():
-    torch.manual_seed(0)
-    clf = _perturbed(EncoderUNetModel(
-        image_size=16, in_channels=3, model_channels=32, num_classes=5, num_res_blocks=1,
-        attention_resolutions=(8,), channel_mult=(1, 2), num_head_channels=32, use_scale_shift_norm=True,
-        resblock_updown=True, pool="attention",
-    ))
+    clf = _classifier()
     x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 500]), torch.tensor([1, 3])
     ref = classifier_guidance(clf, y)(x, t)
     fast = accelerate(clf, Accel(precision="bf16"))
@@ -164,6 +159,42 @@ def test_inpainter_runs_its_networks_as_accel_says():
     out = fast(images, masks, seeds=[0], settings=SamplerSettings(steps=10, jump_length=5, jump_n_sample=2))
     assert torch.isfinite(out).all() and torch.equal(out[masks.expand_as(out) == 1], images[masks.expand_as(out) == 1])
     assert fast._accelerated("unet") is fast._accelerated("unet")  # converted once
+
+
+def _classifier() -> EncoderUNetModel:
+    torch.manual_seed(0)
+    return _perturbed(EncoderUNetModel(
+        image_size=16, in_channels=3, model_channels=32, num_classes=5, num_res_blocks=1,
+        attention_resolutions=(8,), channel_mult=(1, 2), num_head_channels=32, use_scale_shift_norm=True,
+        resblock_updown=True, pool="attention",
+    ))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "reference-fp16"])
+@pytest.mark.parametrize("which", ["unet", "classifier"])
+def test_torch_compile_captures_each_network_in_one_graph(unet, inputs, which, precision):
+    """A graph break would split the compiled call (and its CUDA kernels) in pieces, silently: none may appear."""
+    net = unet if which == "unet" else _classifier()
+    fast = accelerate(net, Accel(precision=precision, channels_last=precision != "fp32"), "cpu")
+    torch._dynamo.reset()
+    with torch.no_grad():
+        report = torch._dynamo.explain(fast)(*inputs)
+    torch._dynamo.reset()
+    assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
+
+
+def test_compiled_network_matches_eager(unet, inputs):
+    """torch.compile (inductor, here its CPU code generator) computes the same function."""
+    torch._dynamo.reset()
+    compiled = accelerate(unet, Accel(precision="fp32", compile=True), "cpu")
+    with torch.no_grad():
+        ref = unet(*inputs)
+        out = compiled(*inputs)
+        again = compiled(inputs[0] + 1, inputs[1].flip(0))  # same shapes: no recompilation, new values
+        ref_again = unet(inputs[0] + 1, inputs[1].flip(0))
+    assert out.dtype == torch.float32
+    assert _rel(out, ref) <= 1e-5 and _rel(again, ref_again) <= 1e-5
+    torch._dynamo.reset()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
