@@ -219,21 +219,23 @@ def run_bench(
     quick: bool = False,
     rounds: int = 5,
     schedules: tuple[str, ...] = tuple(SCHEDULES),
-    real_run: str | None = "50-j5-r2",
+    real_run: str | tuple[int, int, int] | None = "50-j5-r2",
     out: str | Path | None = "benchmarks/results",
+    config: UNetConfig | None = None,
 ) -> dict:
     """Run the benchmark; returns (and writes to ``out``/<name>.json unless None) the results dict.
 
     ``quick`` uses the small 64x64 UNet (:data:`QUICK_CONFIG`), batch 1-2 and 3 calls: for CPUs. The ``calls``
     timed calls per point are split into ``rounds`` rounds that alternate between the modes (median per mode).
+    ``config`` times that architecture instead of the preset's (``preset`` then only names the JSON file).
+    ``real_run`` is a name in :data:`SCHEDULES` or a (T, jump length, resamplings) triple.
     """
     device = torch.device(device)
-    if quick:
+    if quick and config is None:
         config, preset = QUICK_CONFIG, "quick64"
         batches, calls, warmup = tuple(b for b in batches if b <= 2) or (1, 2), min(calls, 3), min(warmup, 1)
         rounds = min(rounds, 3)
-    else:
-        config = get_preset(preset).config
+    config = config or get_preset(preset).config
     modes = modes or DEFAULT_MODES["cuda" if device.type == "cuda" else "cpu"]
     if modes[0] != "reference":
         modes = ["reference", *[m for m in modes if m != "reference"]]
@@ -271,7 +273,7 @@ def run_bench(
             seconds = run_sampler(unet_model_fn(fast), config, times, batches[-1], device)
         calls_, steps = schedule_counts(times)
         estimate = (calls_ * best["per_call_s"] + steps * overhead[batches[-1]]) / batches[-1]
-        real = dict(mode=best["mode"], batch=batches[-1], schedule=real_run, calls=calls_, transitions=steps,
+        real = dict(mode=best["mode"], batch=batches[-1], schedule=str(real_run), calls=calls_, transitions=steps,
                     s_per_image=seconds / batches[-1], estimated_s_per_image=estimate)
 
     result = dict(
