@@ -126,6 +126,12 @@ def test_missing_and_corrupt_checkpoint(files, tmp_path):
         assert result.exit_code == 2 and "checkpoint" in error_line(result) and no_outputs(out)
 
 
+def test_cuda_graphs_on_the_cpu_is_an_input_error(files, tmp_path):
+    out = tmp_path / "out"
+    result = inpaint(files, out, "--device", "cpu", "--cuda-graphs")
+    assert result.exit_code == 2 and "--cuda-graphs needs a CUDA device" in error_line(result) and no_outputs(out)
+
+
 def test_size_mismatch_needs_resize(files, tmp_path):
     big = tmp_path / "big.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(big)

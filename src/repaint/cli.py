@@ -239,6 +239,8 @@ def _explicit(ctx: click.Context) -> set[str]:
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Network precision: auto = fp16 on CUDA, fp32 on CPU; fp32 executes like the reference.")
 @click.option("--compile", "compile_net", is_flag=True, help="torch.compile the network (worth it for long runs).")
+@click.option("--cuda-graphs", is_flag=True,
+              help="Replay the network as a CUDA graph (CUDA only; one capture per batch shape).")
 @click.pass_context
 @_handles_errors
 def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -> None:
@@ -257,9 +259,11 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
 
     device = _device(opts["device"] if "device" in explicit or conf is None or not conf.device else conf.device)
     model = opts["model"]
-    accel = Accel(precision=opts["precision"], compile=opts["compile_net"])
+    if opts["cuda_graphs"] and not str(device).startswith("cuda"):
+        raise InputError(f"--cuda-graphs needs a CUDA device, not {device}")
+    accel = Accel(precision=opts["precision"], compile=opts["compile_net"], cuda_graphs=opts["cuda_graphs"])
     if conf is not None and "model" not in explicit:
-        explicit_accel = {"precision", "compile_net"} & explicit
+        explicit_accel = {"precision", "compile_net", "cuda_graphs"} & explicit
         inpainter = load_inpainter(conf, device, classifier=opts["classifier"],
                                    accel=accel if explicit_accel else None)
     else:
