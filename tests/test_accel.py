@@ -197,6 +197,17 @@ def test_compiled_network_matches_eager(unet, inputs):
     torch._dynamo.reset()
 
 
+def test_guidance_through_a_compiled_classifier_matches_eager():
+    """`--compile` also compiles the classifier, whose gradient w.r.t. the image guidance needs (AOT autograd)."""
+    clf = _classifier()
+    x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 500]), torch.tensor([1, 3])
+    ref = classifier_guidance(clf, y)(x, t)
+    torch._dynamo.reset()
+    grad = classifier_guidance(accelerate(clf, Accel(precision="fp32", compile=True), "cpu"), y)(x, t)
+    torch._dynamo.reset()
+    assert ref.abs().max() > 0 and _rel(grad, ref) <= 1e-5
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @torch.no_grad()
 def test_cuda_graph_replay_matches_eager(unet, inputs):
