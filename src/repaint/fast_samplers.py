@@ -108,20 +108,21 @@ def time_travel_iter(
 def _ddim_step(model, diffusion, x, t, abar, gt, mask, generators, join, eta, cond_fn, clip_denoised):
     """One DDIM(eta) step from state t to t - 1 with the known region joined; returns (x_{t-1}, x0 estimate)."""
     ab_t, ab_prev = _level(abar, t), _level(abar, t - 1)
+    signal, noise = float(ab_t.sqrt()), float((1 - ab_t).sqrt())  # x_t = signal * x0 + noise * eps
     t_batch = torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device)
     if join == "repaint":  # eq. 8: known pixels of x_t from the forward process
-        known = float(ab_t.sqrt()) * gt + float((1 - ab_t).sqrt()) * randn(x, generators)
+        known = signal * gt + noise * randn(x, generators)
         x = mask * known + (1 - mask) * x
     model_t = diffusion.model_timesteps(t_batch)
     eps = model(x, model_t)[:, : x.shape[1]]
     if cond_fn is not None:
-        eps = eps - float((1 - ab_t).sqrt()) * cond_fn(x, model_t)
-    x0 = (x - float((1 - ab_t).sqrt()) * eps) / float(ab_t.sqrt())
+        eps = eps - noise * cond_fn(x, model_t)
+    x0 = (x - noise * eps) / signal
     if clip_denoised:
         x0 = x0.clamp(-1, 1)
     if join == "ddnm":  # range-null-space: A^+ y + (I - A^+ A) x0|t
         x0 = mask * gt + (1 - mask) * x0
-    eps = (x - float(ab_t.sqrt()) * x0) / float((1 - ab_t).sqrt())
+    eps = (x - signal * x0) / noise
     sigma2 = eta**2 * (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
     x_prev = float(ab_prev.sqrt()) * x0 + float((1 - ab_prev - sigma2).clamp(min=0).sqrt()) * eps
     if t > 0 and sigma2 > 0:
