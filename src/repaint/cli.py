@@ -259,7 +259,7 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
 
     device = _device(opts["device"] if "device" in explicit or conf is None or not conf.device else conf.device)
     model = opts["model"]
-    if opts["cuda_graphs"] and not str(device).startswith("cuda"):
+    if opts["cuda_graphs"] and torch.device(device).type != "cuda":
         raise InputError(f"--cuda-graphs needs a CUDA device, not {device}")
     accel = Accel(precision=opts["precision"], compile=opts["compile_net"], cuda_graphs=opts["cuda_graphs"])
     if conf is not None and "model" not in explicit:
