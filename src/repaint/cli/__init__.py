@@ -10,6 +10,7 @@ import click
 
 from .evaluate import ablate, evaluate_command
 from .inpaint import inpaint
+from .serve import serve
 from .tools import masks, presets, schedule, validate
 from .train import export, train
 
@@ -22,7 +23,7 @@ def cli() -> None:
     """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""
 
 
-for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate):
+for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate, serve):
     cli.add_command(_command)
 cli.add_command(evaluate_command, "evaluate")
 cli.add_command(evaluate_command, "eval")  # the short name used in the docs

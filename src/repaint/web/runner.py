@@ -1,0 +1,153 @@
+"""One inpainting run for the web front ends: form values -> settings -> :func:`repaint.api.inpaint`.
+
+The page and the HTTP API both come through :meth:`Runner.run`, so they share the checks, the schedule rule
+(:func:`repaint.settings.resolve_settings`), the run gate and the cost limit. Everything about how a photo is fitted
+to the model and how the hole is filled is the library's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..api import Cancelled, InpaintResult, Progress, inpaint, planned_calls
+from ..samplers import SAMPLERS
+from ..settings import SCHEDULE_PRESETS, SamplerSettings, resolve_settings
+from .limits import Limits, RunGate, check_pixels
+from .models import ModelMenu
+
+__all__ = ["SCHEDULES", "RunOptions", "RunOutput", "Runner", "write_animation"]
+
+# "recommended" is the model's own schedule (the bundled face model's is the fast preset); "custom" takes T, j, r.
+SCHEDULES = ("recommended", *SCHEDULE_PRESETS, "custom")
+FRAMES_PER_RUN = 48      # x0 estimates kept for the animation
+ANIMATION_SIDE = 256     # small models' frames are enlarged (nearest neighbour) to at least this many pixels
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a client may choose. Models are menu names; schedule fields apply only to the "custom" schedule."""
+
+    model: str = "default"
+    sampler: str = "repaint"
+    schedule: str = "recommended"
+    steps: int | None = None          # T
+    jump_length: int | None = None    # j
+    jump_n_sample: int | None = None  # r
+    seed: int = 0
+    n_samples: int = 1
+    class_label: int | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.n_samples)]
+
+
+@dataclass
+class RunOutput:
+    result: InpaintResult
+    settings: SamplerSettings
+    planned: int                                          # network calls planned
+    seconds: float
+    frames: list[np.ndarray] = field(default_factory=list)  # uint8 [h, w, 3]: x0 estimates, samples side by side
+
+
+def _frame(pred_xstart) -> np.ndarray:
+    """[B, 3, s, s] in [-1, 1] -> uint8 [s*k, B'*s*k, 3], at most four samples side by side, enlarged k times."""
+    x = pred_xstart[:4].detach().float().clamp(-1, 1).cpu()
+    x = ((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    tiled = np.concatenate(list(x), axis=1)
+    k = max(1, ANIMATION_SIDE // x.shape[1])
+    return tiled.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else tiled
+
+
+def write_animation(frames: list[np.ndarray], path: Path, ms_per_frame: int = 80) -> Path:
+    """An animated GIF of the frames (the last one held for a second)."""
+    images = [Image.fromarray(f) for f in frames]
+    durations = [ms_per_frame] * (len(images) - 1) + [1000]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False)
+    return path
+
+
+class Runner:
+    """Checks a request against the limits, waits for the device (:class:`RunGate`), runs it."""
+
+    def __init__(self, menu: ModelMenu, limits: Limits) -> None:
+        self.menu, self.limits = menu, limits
+        self.gate = RunGate(limits.max_queue)
+
+    def check(self, image: np.ndarray, keep: np.ndarray, opts: RunOptions) -> None:
+        """Cheap checks before a request waits for the device; ValueError with a one-line message."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"the photo must be an RGB image, got an array of shape {image.shape}")
+        check_pixels(image.shape[1], image.shape[0], self.limits, "the photo")
+        if keep.shape != image.shape[:2]:
+            raise ValueError(f"the mask is {keep.shape[1]}x{keep.shape[0]} but the photo is "
+                             f"{image.shape[1]}x{image.shape[0]}; they must be the same size")
+        if bool(keep.all()):
+            raise ValueError("the mask marks nothing to fill: paint over the region to fill (or upload a mask "
+                             "where black = fill)")
+        if opts.model not in self.menu.entries:
+            raise ValueError(f"unknown model {opts.model!r}; this server offers: {', '.join(self.menu.entries)}")
+        if opts.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {opts.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if opts.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {opts.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if not 1 <= opts.n_samples <= self.limits.max_samples:
+            raise ValueError(f"number of samples must be 1..{self.limits.max_samples}, got {opts.n_samples}")
+
+    def settings(self, recommended: SamplerSettings, opts: RunOptions) -> SamplerSettings:
+        custom = opts.schedule == "custom"
+        return resolve_settings(
+            recommended, preset=opts.schedule if opts.schedule in SCHEDULE_PRESETS else None, sampler=opts.sampler,
+            steps=opts.steps if custom else None, jump_length=opts.jump_length if custom else None,
+            jump_n_sample=opts.jump_n_sample if custom else None,
+        )
+
+    def run(
+        self,
+        image: np.ndarray,
+        keep: np.ndarray,
+        opts: RunOptions,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+        animate: bool = False,
+    ) -> RunOutput:
+        """Inpaint ``image`` (uint8 [H, W, 3]) where ``keep`` (bool [H, W]) is False.
+
+        Raises ValueError (bad request), :class:`~repaint.web.limits.Busy` (queue full), :class:`repaint.api.Cancelled`
+        (``cancel`` was set) or RuntimeError (the run failed).
+        """
+        self.check(image, keep, opts)
+        with self.gate.slot():
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled before it started")
+            inpainter = self.menu.get(opts.model)
+            settings = self.settings(inpainter.recommended, opts)
+            planned = planned_calls(inpainter, settings, keep, n_samples=opts.n_samples)
+            if planned > self.limits.max_calls:
+                raise ValueError(f"this run needs {planned:,} network calls, over the server's limit of "
+                                 f"{self.limits.max_calls:,}; choose a shorter schedule or fewer samples")
+            frames: list[np.ndarray] = []
+            every = max(1, planned // FRAMES_PER_RUN)
+
+            def callback(progress: Progress) -> None:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled")
+                if on_progress is not None:
+                    on_progress(progress.calls, progress.total)
+                if animate and progress.pred_xstart is not None and progress.calls % every == 0:
+                    frames.append(_frame(progress.pred_xstart))
+
+            start = time.perf_counter()
+            labels = None if opts.class_label is None else [opts.class_label]
+            result = inpaint(inpainter, image, keep, settings=settings, seeds=opts.seeds, labels=labels,
+                             callback=callback)
+            return RunOutput(result, settings, planned, time.perf_counter() - start, frames)

@@ -1,0 +1,36 @@
+"""One ASGI app for ``repaint serve``: the HTTP API under /api and the Gradio page at /, sharing one Runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .limits import Limits
+from .models import ModelMenu
+from .routes import api_router, limit_request_size
+from .runner import Runner
+
+__all__ = ["build_server"]
+
+
+def build_server(models: dict[str, str], *, device: str = "auto", limits: Limits = Limits(),
+                 out_dir: Path | None = None):
+    """A FastAPI app with ``/api/*`` (:mod:`repaint.web.routes`) and the page at ``/`` (:mod:`repaint.web.app`).
+
+    ``models`` is the menu (:func:`repaint.web.models.discover_models`). Gradio serves only its own cache: no
+    ``allowed_paths`` are added, so no file on the server is reachable by a path a client names.
+    """
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from .app import build_app
+
+    runner = Runner(ModelMenu(models, device), limits)
+    app = FastAPI(title="repaint", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    app.middleware("http")(limit_request_size(2 * limits.max_upload_bytes + 2**20))
+    app.include_router(api_router(runner))
+    demo = build_app(runner, out_dir)
+    demo.queue(max_size=limits.max_queue, default_concurrency_limit=1)
+    app = gr.mount_gradio_app(app, demo, path="/", max_file_size=limits.max_upload_bytes,
+                              footer_links=["api"], show_error=True)
+    app.state.runner = runner
+    return app

@@ -1,0 +1,277 @@
+"""The web server's HTTP API, limits and safety: bad uploads get an error and the server stays up; a full queue
+answers "busy"; no client-supplied path reaches the file system. (The page itself: test_web_browser.py.)"""
+
+from __future__ import annotations
+
+import io
+import threading
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from web_server import SHORT, alive, running_server
+
+from repaint.cli import cli
+from repaint.presets import CheckpointError
+from repaint.web.app import editor_arrays
+from repaint.web.limits import Busy, Limits, RunGate, TooLarge, UploadError, decode_image, decode_mask
+from repaint.web.models import ModelMenu, discover_models
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FACE = (EXAMPLES / "face.png").read_bytes()
+FACE_MASK = (EXAMPLES / "face_mask.png").read_bytes()
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _array(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _post(url: str, image: bytes = FACE, mask: bytes = FACE_MASK, timeout: float = 60, **fields) -> httpx.Response:
+    data = {**SHORT, **{k: str(v) for k, v in fields.items()}}
+    files = {"image": ("image.png", image, "image/png"), "mask": ("mask.png", mask, "image/png")}
+    return httpx.post(f"{url}/api/inpaint", files=files, data=data, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("web")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tight_server(tmp_path_factory):
+    """Small limits: 40 kB uploads, 100x100 pixels, no waiting room (one run, nothing queued)."""
+    with running_server(tmp_path_factory.mktemp("tight"), max_upload_bytes=40_000, max_pixels=100 * 100,
+                        max_queue=0, max_calls=100) as url:
+        yield url
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the HTTP API
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_inpaint_returns_a_png_that_differs_from_the_photo_only_in_the_hole(server):
+    response = _post(server, seed=3)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-repaint-calls"] == "4" and response.headers["x-repaint-seeds"] == "3"
+    out, face = _array(response.content), _array(FACE)
+    keep = _array(FACE_MASK)[..., 0] >= 128
+    assert out.shape == face.shape
+    assert np.array_equal(out[keep], face[keep])
+    assert np.abs(out[~keep].astype(int) - face[~keep]).mean() > 2  # the hole was filled with something new
+    again = _post(server, seed=3)
+    assert again.content == response.content  # the seed fixes the sample
+
+
+def test_a_photo_of_another_size_comes_back_at_its_own_size(server):
+    photo = np.asarray(Image.open(io.BytesIO(FACE)).resize((150, 100), Image.BICUBIC))
+    keep = np.full((100, 150), 255, np.uint8)
+    keep[40:60, 60:100] = 0
+    response = _post(server, image=_png(photo), mask=_png(keep))
+    assert response.status_code == 200, response.text
+    out = _array(response.content)
+    assert out.shape == (100, 150, 3)
+    outside = keep == 255
+    assert np.array_equal(out[outside], photo[outside]) and not np.array_equal(out[~outside], photo[~outside])
+
+
+def test_invert_mask_reads_white_as_the_hole(server):
+    inverted = _png(255 - _array(FACE_MASK))
+    plain = _post(server, seed=1)
+    flipped = _post(server, mask=inverted, invert_mask="true", seed=1)
+    assert flipped.status_code == 200 and flipped.content == plain.content
+
+
+def test_several_samples_come_back_as_a_zip_of_pngs(server):
+    response = _post(server, n_samples=2, seed=7)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert sorted(archive.namelist()) == ["sample_s7.png", "sample_s8.png"]
+        a, b = (_array(archive.read(n)) for n in ("sample_s7.png", "sample_s8.png"))
+    assert a.shape == b.shape == (64, 64, 3) and not np.array_equal(a, b)
+
+
+def test_models_lists_the_menu_and_the_choices(server):
+    info = httpx.get(f"{server}/api/models", timeout=10).json()
+    assert info["models"][0] == "default"
+    assert "repaint" in info["samplers"] and {"fast", "paper", "custom"} <= set(info["schedules"])
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(image=b"this is not an image"), "not an image"),
+    (dict(image=FACE[: len(FACE) // 2]), "could not be decoded"),
+    (dict(image=b""), "empty"),
+    (dict(mask=_png(np.full((32, 64), 255, np.uint8))), "same size"),
+    (dict(mask=_png(np.full((64, 64), 255, np.uint8))), "nothing to fill"),
+    (dict(model="../../etc/passwd"), "unknown model"),
+    (dict(model=str(EXAMPLES / "face.png")), "unknown model"),
+    (dict(sampler="nope"), "unknown sampler"),
+    (dict(schedule="slow"), "unknown schedule"),
+    (dict(n_samples=99), "number of samples"),
+    (dict(steps=1), "steps must be at least 2"),
+    (dict(class_label=3), "class label"),
+])
+def test_bad_requests_get_a_one_line_error_and_the_server_stays_up(server, fields, message):
+    response = _post(server, **fields)
+    assert response.status_code == 400, response.text[:300]
+    error = response.json()["error"]
+    assert message in error and "\n" not in error and "Traceback" not in error
+    assert alive(server)
+
+
+def test_a_request_without_a_mask_is_refused(server):
+    response = httpx.post(f"{server}/api/inpaint", files={"image": ("a.png", FACE, "image/png")}, timeout=10)
+    assert response.status_code == 422
+    assert alive(server)
+
+
+def test_no_file_on_the_server_is_reachable_by_a_client_path(server):
+    for target in ("/etc/passwd", str(EXAMPLES / "face.png"), str(Path(__file__).resolve())):
+        for route in (f"/gradio_api/file={target}", f"/file={target}", f"/api/file={target}"):
+            response = httpx.get(f"{server}{route}", timeout=10)
+            assert response.status_code >= 400, route
+            assert b"root:" not in response.content
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# limits: size, queue, load
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_uploads_over_the_byte_or_pixel_limit_get_413(tight_server):
+    big = _png(np.zeros((101, 100, 3), np.uint8))  # 10,100 pixels > 100x100
+    response = _post(tight_server, image=big, mask=_png(np.zeros((101, 100), np.uint8)))
+    assert response.status_code == 413 and "10,100 pixels" in response.json()["error"]
+    noise = _png(np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8))  # ~30 kB
+    response = _post(tight_server, image=noise + bytes(20_000))
+    assert response.status_code == 413 and "MB" in response.json()["error"]
+    huge = bytes(3 * 40_000 + 2**20)
+    response = httpx.post(f"{tight_server}/api/inpaint", content=huge, timeout=10,
+                          headers={"content-type": "application/octet-stream"})
+    assert response.status_code == 413
+    assert alive(tight_server)
+
+
+def test_a_run_over_the_cost_limit_is_refused_before_it_starts(tight_server):
+    response = _post(tight_server, steps=250)
+    assert response.status_code == 400 and "network calls" in response.json()["error"]
+
+
+def test_twenty_concurrent_requests_all_finish_or_get_busy_and_the_server_lives(tight_server):
+    """Load test: 20 requests at once to a server that runs one and queues none."""
+    barrier = threading.Barrier(20)
+
+    def one(seed):
+        barrier.wait(timeout=30)
+        return _post(tight_server, seed=seed, steps=10, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(one, range(20)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503}, [r.text for r in responses if r.status_code not in (200, 503)]
+    assert 1 <= codes.count(200) < 20
+    for r in responses:
+        if r.status_code == 503:
+            assert "busy" in r.json()["error"] and r.headers["retry-after"]
+        else:
+            assert _array(r.content).shape == (64, 64, 3)
+    assert alive(tight_server)
+    assert _post(tight_server).status_code == 200  # and it is free again
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pieces
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_run_gate_admits_one_run_plus_the_queue_and_refuses_the_rest():
+    gate, started, release = RunGate(max_queue=1), threading.Event(), threading.Event()
+
+    def hold():
+        with gate.slot():
+            started.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    started.wait(10)
+    waiter = threading.Thread(target=lambda: gate.slot().__enter__())  # waits its turn (queue of one)
+    waiter.start()
+    while gate.admitted < 2:
+        pass
+    with pytest.raises(Busy, match="busy"):
+        with gate.slot():
+            pass
+    release.set()
+    holder.join(10)
+    waiter.join(10)
+    assert not waiter.is_alive()
+
+
+def test_decoding_uploads():
+    limits = Limits(max_upload_bytes=10_000, max_pixels=64 * 64)
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)
+    image = decode_image(_png(rgba), limits)
+    assert image.shape == (4, 4, 3) and tuple(image[0, 0]) == (10, 20, 30) and tuple(image[1, 1]) == (255,) * 3
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:2] = 255
+    assert decode_mask(_png(mask), limits)[:2].all() and not decode_mask(_png(mask), limits)[2:].any()
+    assert not decode_mask(_png(mask), limits, invert=True)[:2].any()
+    with pytest.raises(TooLarge, match="pixels"):
+        decode_image(_png(np.zeros((65, 64, 3), np.uint8)), limits)
+    with pytest.raises(TooLarge, match="MB"):
+        decode_image(bytes(10_001), limits)
+    with pytest.raises(UploadError, match="not an image"):
+        decode_image(b"GIF89a-nonsense", limits)
+
+
+def test_editor_layers_become_the_hole_at_the_photo_size():
+    photo = np.zeros((40, 60, 4), np.uint8)
+    layer = np.zeros((20, 30, 4), np.uint8)  # a canvas at half the size
+    layer[5:10, 10:20, 3] = 255
+    image, painted = editor_arrays({"background": photo, "layers": [layer], "composite": None})
+    assert image.shape == (40, 60, 3) and painted.shape == (40, 60)
+    assert painted[10:20, 20:40].all() and painted.sum() == 10 * 20
+    with pytest.raises(ValueError, match="upload a photo"):
+        editor_arrays({"background": None, "layers": [], "composite": None})
+
+
+def test_the_model_menu_takes_names_never_paths(tmp_path):
+    a, b = tmp_path / "x" / "mine.safetensors", tmp_path / "y" / "mine.safetensors"
+    for f in (a, b):
+        f.parent.mkdir()
+        f.write_bytes(b"")
+    menu = discover_models([a, b])
+    assert list(menu)[0] == "default" and menu["mine"] == str(a.resolve()) and menu["y/mine"] == str(b.resolve())
+    with pytest.raises(CheckpointError, match="does not exist"):
+        discover_models([tmp_path / "absent.pt"])
+    with pytest.raises(ValueError, match="unknown model"):
+        ModelMenu(menu).get(str(a))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# repaint serve
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_serve_help_shows_safe_defaults():
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0
+    assert "127.0.0.1" in result.output and "--share" in result.output and "--max-queue" in result.output
+
+
+def test_serve_refuses_a_missing_model_file_in_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path / "none.pt")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"repaint: error: model file {tmp_path / 'none.pt'} does not exist"]
