@@ -120,10 +120,11 @@ class _Page:
                   f"({out.settings.describe()}), {len(out.result.windows)} window(s)")
         return gallery, animation, files, status
 
-    def stop(self, request=None) -> None:
+    def stop(self, request=None) -> str:
         session = getattr(request, "session_hash", None) or "anonymous"
         if session in self.cancel:
             self.cancel[session].set()
+        return "Stopped: the run was cancelled at its next network call."
 
 
 def _int(value) -> int | None:
@@ -140,11 +141,15 @@ def build_app(runner: Runner, out_dir: Path | None = None):
 
     def run(editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample, seed,
             n_samples, request: gr.Request, progress=gr.Progress()):
-        return page.run(editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample,
-                        seed, n_samples, request, progress)
+        gallery, animation, files, status = page.run(editor, mask_file, invert, model, sampler, schedule, steps,
+                                                     jump_length, jump_n_sample, seed, n_samples, request, progress)
+        return gr.Gallery(value=gallery, selected_index=0), animation, files, status  # opens the first sample
 
-    def stop(request: gr.Request) -> None:
-        page.stop(request)
+    def stop(request: gr.Request) -> str:
+        return page.stop(request)
+
+    def schedule_fields(choice: str):
+        return gr.update(visible=choice == "custom")
 
     with gr.Blocks(title="repaint", delete_cache=(KEEP_OUTPUTS_S, KEEP_OUTPUTS_S)) as demo:
         gr.Markdown("## repaint: paint the hole, watch it fill\nUpload a photo of any size and paint over what "
@@ -167,7 +172,7 @@ def build_app(runner: Runner, out_dir: Path | None = None):
                 sampler = gr.Dropdown(list(SAMPLERS), value="repaint", label="Sampler", elem_id="sampler")
                 schedule = gr.Radio(list(SCHEDULES), value="recommended", label="Schedule", elem_id="schedule",
                                     info="recommended = the model's own; custom uses T, j, r below")
-                with gr.Row():
+                with gr.Row(visible=False) as custom_row:
                     steps = gr.Number(label="T (steps)", value=50, precision=0, minimum=2, elem_id="steps")
                     jump_length = gr.Number(label="j (jump length)", value=5, precision=0, minimum=1,
                                             elem_id="jump-length")
@@ -182,8 +187,8 @@ def build_app(runner: Runner, out_dir: Path | None = None):
                     halt = gr.Button("Stop", variant="stop", elem_id="stop")
                 status = gr.Markdown(elem_id="status")
         with gr.Row():
-            gallery = gr.Gallery(label="Samples (full size)", format="png", columns=4, height=420,
-                                 object_fit="contain", elem_id="gallery", interactive=False)
+            gallery = gr.Gallery(label="Samples (full size)", format="png", columns=2, height=420,
+                                 object_fit="contain", elem_id="gallery", interactive=False, preview=True)
             animation = gr.Image(label="x0 estimate during the run", type="filepath", format="gif",
                                  elem_id="animation", interactive=False, height=420)
         files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="downloads")
@@ -193,5 +198,6 @@ def build_app(runner: Runner, out_dir: Path | None = None):
                   n_samples], [gallery, animation, files, status], api_name="inpaint", concurrency_limit=1,
             concurrency_id="device",
         )
-        halt.click(stop, None, None, cancels=[event], queue=False, api_name=False)
+        halt.click(stop, None, status, cancels=[event], queue=False, api_name=False)
+        schedule.change(schedule_fields, schedule, custom_row, queue=False, api_name=False)
     return demo
