@@ -17,7 +17,9 @@ from typing import IO
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "is_image_file", "atomic_write", "write_group", "png_writer", "remove_temporaries"]
+__all__ = [
+    "IMAGE_SUFFIXES", "is_image_file", "atomic_write", "write_group", "png_writer", "remove_temporaries", "ensure_writable",
+]
 
 # The image files read from folders (evaluation, masks, training data, reference configs).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -91,3 +93,16 @@ def remove_temporaries(paths: Iterable[Path]) -> None:
         path = Path(path)
         for tmp in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp")):
             Path(tmp).unlink(missing_ok=True)
+
+
+def ensure_writable(folders: Iterable[str | os.PathLike]) -> None:
+    """Create ``folders`` and prove each takes a file, so a run finds an unwritable output before it samples."""
+    for folder in folders:
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise OSError(f"cannot write to the output folder {folder}: {err.strerror or err}") from None
