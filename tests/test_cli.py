@@ -253,3 +253,27 @@ def test_bad_schedule_is_one_line():
 def test_presets_lists_files():
     result = run("presets")
     assert result.exit_code == 0 and "celeba256_250000.pt" in result.stdout and "published" in result.stdout
+
+
+def test_ctrl_c_exits_130_and_writes_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repaint", "inpaint", str(root / "examples/face.png"),
+         str(root / "examples/face_mask.png"), "--paper", "--out", str(out), "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in proc.stdout:                      # wait until sampling has begun
+        if "network calls" in line and "face.png" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "repaint: interrupted" in err and "Traceback" not in err
+    assert not any(p.is_file() for p in out.rglob("*"))

@@ -6,6 +6,8 @@ Each command lives in its own module and parses options for one library call. Ba
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .evaluate import ablate, evaluate_command
@@ -29,4 +31,13 @@ cli.add_command(evaluate_command, "eval")  # the short name used in the docs
 
 
 def main() -> None:
-    cli(prog_name="repaint")
+    """The ``repaint`` program: click's own handling, except that Ctrl-C exits 130 (128 + SIGINT) with one line."""
+    try:
+        code = cli.main(prog_name="repaint", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("repaint: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
