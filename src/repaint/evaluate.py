@@ -44,7 +44,9 @@ import torch
 
 from .io import FIT_MODES, ImageError, OutputDirs, OutputWriter, fit_to_size, load_image
 from .masks import IMAGE_SUFFIXES, MASK_KINDS, MaskError, load_mask, load_mask_folder, make_mask
-from .pipeline import Inpainter, SamplerSettings
+from .pipeline import Inpainter
+from .samplers import network_calls
+from .settings import SamplerSettings
 from .sampler import Step
 
 __all__ = [
@@ -64,7 +66,6 @@ __all__ = [
     "load_model",
     "Shard",
     "shard",
-    "network_calls",
 ]
 
 METRICS = ("lpips", "psnr", "ssim")
@@ -338,19 +339,6 @@ def _score_files(setting_dir: Path, stem: str, index: int, source: str, seeds: l
 # The run.
 # ---------------------------------------------------------------------------------------------------------------
 
-def network_calls(settings: SamplerSettings, num_timesteps: int) -> int | None:
-    """Network calls per sample batch for the samplers whose schedule is known up front (else None)."""
-    from .schedule import count_network_calls
-
-    if settings.sampler == "repaint":
-        return settings.jump_schedule(num_timesteps).network_calls()
-    if settings.sampler == "sdedit_repeat":
-        from .experiments import sdedit_settings_schedule
-
-        return count_network_calls(sdedit_settings_schedule(settings, num_timesteps))
-    return None
-
-
 @dataclass
 class _Item:
     source: MaskSource
@@ -554,7 +542,6 @@ def evaluate(
     out_dir = Path(out_dir)
     metrics = _check_args(metrics, n_samples, batch_size, fit, paper)
     where = shard(device)
-    from . import experiments  # noqa: F401  (registers the ablation samplers, e.g. "sdedit_repeat")
 
     inpainter, ident = load_model(model, where.device, classifier)
     size = inpainter.image_size
