@@ -95,10 +95,14 @@ def serve(study_file, host, port) -> None:
     Example:
       repaint study serve study.db --port 8765
     """
-    from .server import make_app
+    try:
+        import uvicorn
 
+        from .server import make_app
+    except ImportError as err:
+        raise StudyError(f"repaint study serve needs fastapi and uvicorn (pip install 'repaint[study]'): {err}") \
+            from None
     app = make_app(study_file)
-    import uvicorn
 
     click.echo(f"study page at http://{host}:{port}/  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -401,6 +401,8 @@ def _draw_trials(con: sqlite3.Connection, meta: dict, participant: str, number: 
 def _join(con: sqlite3.Connection, participant: str) -> None:
     if not PARTICIPANT_RE.match(participant or ""):
         raise StudyError("participant id must be 1-64 letters, digits or _ . @ - (starting with a letter or digit)")
+    if con.execute("SELECT 1 FROM participants WHERE id = ?", (participant,)).fetchone():
+        return                                  # known: no write lock needed
     with _write(con):
         if con.execute("SELECT 1 FROM participants WHERE id = ?", (participant,)).fetchone():
             return
