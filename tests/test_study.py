@@ -18,7 +18,7 @@ from repaint.study.report import (ALL, build_report, cluster_bootstrap, report_c
                                   write_report)
 from repaint.study.store import (StudyConflict, StudyError, connect, create_study, image_png, next_trial,
                                  record_vote)
-from study_helpers import side_of, vote_all, write_results
+from study_helpers import running_server, side_of, vote_all, write_results
 
 NAMES20 = tuple(f"img{i:02d}" for i in range(20))
 
@@ -378,3 +378,44 @@ def test_http_api_serves_tokens_not_paths(tmp_path, two):
     assert client.post("/api/vote", json={"participant": "web1", "token": "f" * 32, "side": "left"}).status_code == 400
     assert client.post("/api/next", json={"participant": "a b"}).status_code == 400
     assert connect(db).execute("SELECT count(choice) FROM trials").fetchone()[0] == 1
+
+
+def test_participants_voting_at_once_over_http(tmp_path):
+    """6 participants vote through the real server (uvicorn on 127.0.0.1) at once, each submitting every vote twice:
+    every first submit is recorded, every second one ignored, nothing lost or counted twice."""
+    pytest.importorskip("uvicorn")
+    httpx = pytest.importorskip("httpx")
+    folders = write_results(tmp_path / "res", ["ours", "base"], settings=("wide",), names=NAMES20[:10])
+    db = tmp_path / "s.db"
+    create_study(db, [folders["ours"], folders["base"]], repeat_share=0.2, seed=4)
+    answers, errors = {}, []
+
+    def participant(pid, url, barrier):
+        try:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                barrier.wait()
+                state = client.post("/api/next", json={"participant": pid}).json()
+                seen = []
+                while not state["done"]:
+                    body = {"participant": pid, "token": state["trial"]["token"], "side": "left", "rt_ms": 5.0}
+                    first = client.post("/api/vote", json=body).json()
+                    second = client.post("/api/vote", json=body).json()
+                    seen.append((first["recorded"], second["recorded"]))
+                    state = second["next"]
+                answers[pid] = seen
+        except Exception as err:  # noqa: BLE001  (reported below)
+            errors.append(err)
+
+    with running_server(db) as url:
+        barrier = threading.Barrier(6)
+        threads = [threading.Thread(target=participant, args=(f"h{i}", url, barrier)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert not errors
+    assert sorted(answers) == [f"h{i}" for i in range(6)]
+    assert all(seen == [(True, False)] * 12 for seen in answers.values())     # 10 pairs + 2 repeats
+    con = connect(db)
+    assert tuple(con.execute("SELECT count(*), count(choice) FROM trials").fetchone()) == (72, 72)
+    assert con.execute("SELECT count(*) FROM trials WHERE side <> 'left'").fetchone()[0] == 0

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ from PIL import Image, ImageFilter
 
 from repaint.study.report import build_report
 from repaint.study.store import connect, create_study
+from study_helpers import running_server
 
 CHROMIUM = os.environ.get("REPAINT_CHROMIUM", "/usr/bin/chromium")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -50,26 +48,11 @@ def _face_results(root: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def server(tmp_path):
-    import uvicorn
-
-    from repaint.study.server import make_app
-
     folders = _face_results(tmp_path / "res")
     db = tmp_path / "study.db"
     create_study(db, [folders["truth"], folders["blur"]], repeat_share=0.34, seed=0)   # 3 pairs + 1 repeat
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(make_app(db), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the study server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", db
-    srv.should_exit = True
-    thread.join(10)
+    with running_server(db) as url:
+        yield url, db
 
 
 def test_votes_cast_in_the_browser_reach_the_report(server, tmp_path):
