@@ -6,13 +6,15 @@
     GET  /img/{token}      the PNG with that opaque token
 
 The server decides which trial comes next; the client only names its participant id, the trial token it was given
-and a side. Images are found by random tokens stored in the study file, never by a path. Each request opens its own
-SQLite connection (WAL mode), so that several participants vote at once.
+and a side. Images are found by random tokens stored in the study file, never by a path. Each worker thread of the
+server holds its own SQLite connection (WAL mode); writes are short BEGIN IMMEDIATE transactions, so several
+participants vote at once.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
@@ -46,16 +48,17 @@ def make_app(study: str | os.PathLike) -> FastAPI:
     page = PAGE.read_text().replace("{{TITLE}}", title.replace("&", "&amp;").replace("<", "&lt;"))
     app = FastAPI(title="repaint study", docs_url=None, redoc_url=None, openapi_url=None)
 
+    local = threading.local()   # one connection per worker thread of the server, opened on first use
+
     def call(fn, *args):
-        con = connect(study)
+        if getattr(local, "con", None) is None:
+            local.con = connect(study)
         try:
-            return fn(con, *args)
+            return fn(local.con, *args)
         except StudyConflict as err:
             raise HTTPException(409, str(err)) from None
         except StudyError as err:
             raise HTTPException(400, str(err)) from None
-        finally:
-            con.close()
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
