@@ -97,19 +97,30 @@ def test_cluster_bootstrap_is_seeded_and_checks_its_input():
 
 def test_self_consistency_flags_a_side_clicker_and_can_exclude_them(tmp_path, two):
     db = tmp_path / "s.db"
-    create_study(db, [two["ours"], two["base"]], repeat_share=0.5, seed=0)
+    create_study(db, [two["ours"], two["base"]], repeat_share=1.0, seed=0)     # every pair shown twice
     con = connect(db)
     g = torch.Generator().manual_seed(0)
     vote_all(con, "careful", "ours", 1.0, g)     # always the same method: agrees on every repeat
     vote_all(con, "lefty", "ours", 0.0, g, always="left")   # always the left side: never agrees (sides swapped)
     report = build_report(con, n_boot=200)
     people = {p.participant: p for p in report.participants}
-    assert people["careful"].repeats == 3 and people["careful"].consistency == 1 and not people["careful"].flagged
+    assert people["careful"].repeats == 6 and people["careful"].consistency == 1 and not people["careful"].flagged
     assert people["lefty"].consistency == 0 and people["lefty"].flagged and people["lefty"].left_share == 1
-    assert people["lefty"].p_chance == pytest.approx(1 / 8)
+    assert people["lefty"].p_chance == pytest.approx(1 / 64)
+    assert not build_report(con, n_boot=200, flag_alpha=0.01).participants[1].flagged      # 1/64 > 0.01
     kept = build_report(con, n_boot=200, exclude_flagged=True)
     assert kept.excluded == ["lefty"] and kept.cell("ours").share == 1.0 and kept.cell("ours").votes == 6
     assert "below chance (excluded)" in report_markdown(kept)
+
+
+def test_few_disagreements_are_not_flagged(tmp_path, two):
+    """Two repeats answered differently (0/2, p = 0.25) happen by chance to an indifferent participant: no flag."""
+    db = tmp_path / "s.db"
+    create_study(db, [two["ours"], two["base"]], repeat_share=0.34, seed=0)        # 2 repeats
+    con = connect(db)
+    vote_all(con, "lefty", "ours", 0.0, torch.Generator(), always="left")
+    (lefty,) = build_report(con, n_boot=200).participants
+    assert (lefty.repeats, lefty.consistency, lefty.p_chance, lefty.flagged) == (2, 0.0, 0.25, False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

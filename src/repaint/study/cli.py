@@ -116,9 +116,12 @@ def serve(study_file, host, port) -> None:
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, help="Bootstrap draws over participants.")
 @click.option("--seed", type=int, default=0, help="Seed of the bootstrap.")
 @click.option("--exclude-flagged", is_flag=True, help="Leave out participants below chance on repeated pairs.")
+@click.option("--flag-alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
+              help="Flag a participant when their agreement on repeats is below 50 % with one-sided binomial p below "
+                   "this.")
 @click.option("--plot/--no-plot", default=True, help="Write report.png (needs matplotlib).")
 @_errors
-def report(study_file, out, n_boot, seed, exclude_flagged, plot) -> None:
+def report(study_file, out, n_boot, seed, exclude_flagged, flag_alpha, plot) -> None:
     """Vote share per method and mask setting with 95 % intervals (bootstrap over participants), and each
     participant's self-consistency; prints the Markdown table and writes the files.
 
@@ -128,7 +131,8 @@ def report(study_file, out, n_boot, seed, exclude_flagged, plot) -> None:
     """
     from .report import build_report, report_markdown, write_report
 
-    result = build_report(study_file, n_boot=n_boot, seed=seed, exclude_flagged=exclude_flagged)
+    result = build_report(study_file, n_boot=n_boot, seed=seed, exclude_flagged=exclude_flagged,
+                          flag_alpha=flag_alpha)
     out = out or study_file.with_name(f"{study_file.stem}_report")
     if plot:
         try:

@@ -12,8 +12,10 @@ n_p), and take the 2.5 and 97.5 percentiles. With participants that differ this 
 
 Self-consistency of a participant: of the pairs they saw twice (the second time with the sides swapped), the share
 where they chose the same method both times. A participant who clicks at random agrees half of the time, one who
-always clicks the same side agrees never; a participant below 0.5 is flagged ("below chance") and can be left out
-with ``exclude_flagged``. The one-sided binomial p-value of their agreement under chance is reported too.
+always clicks the same side agrees never. A participant is flagged "below chance" when their agreement is below 0.5
+and its one-sided binomial p-value under random clicking is below ``flag_alpha`` (0.05: at least five repeats are
+needed to flag anyone, so that chance alone rarely flags an honest participant); flagged participants can be left
+out with ``exclude_flagged``.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class ParticipantStats:
     agreements: int
     consistency: float      # agreements / repeats (NaN without repeats)
     p_chance: float         # P(agreements this low or lower | random clicking)
-    flagged: bool           # consistency below 0.5
+    flagged: bool           # consistency below 0.5 with p_chance < flag_alpha
     left_share: float       # share of all their answers that chose the left image
     median_rt_ms: float
 
@@ -114,6 +116,7 @@ class StudyReport:
     n_boot: int = 2000
     seed: int = 0
     title: str = ""
+    flag_alpha: float = 0.05
 
     def cell(self, method: str, setting: str = ALL, opponent: str | None = None) -> Cell:
         opponent = opponent or (self.reference if self.reference and method != self.reference else ALL)
@@ -131,7 +134,7 @@ def _votes(con: sqlite3.Connection) -> list[sqlite3.Row]:
         "JOIN methods mc ON mc.id = t.choice WHERE t.choice IS NOT NULL ORDER BY t.participant, t.position").fetchall()
 
 
-def _participant_stats(con: sqlite3.Connection, votes: list[sqlite3.Row]) -> list[ParticipantStats]:
+def _participant_stats(con: sqlite3.Connection, votes: list[sqlite3.Row], alpha: float) -> list[ParticipantStats]:
     assigned = dict(con.execute("SELECT participant, count(*) FROM trials GROUP BY participant").fetchall())
     out = []
     for pid in sorted(assigned):
@@ -141,19 +144,21 @@ def _participant_stats(con: sqlite3.Connection, votes: list[sqlite3.Row]) -> lis
                  if v["repeat_of"] is not None and v["repeat_of"] in first]
         agree = sum(a == b for a, b in pairs)
         consistency = agree / len(pairs) if pairs else math.nan
+        p_chance = _binom_cdf(agree, len(pairs)) if pairs else math.nan
         rts = [v["rt_ms"] for v in mine if v["rt_ms"] is not None]
         out.append(ParticipantStats(
             pid, len(first), assigned[pid], len(pairs), agree, consistency,
-            _binom_cdf(agree, len(pairs)) if pairs else math.nan, bool(pairs) and consistency < 0.5,
+            p_chance, bool(pairs) and consistency < 0.5 and p_chance < alpha,
             sum(v["side"] == "left" for v in mine) / len(mine) if mine else math.nan,
             float(np.median(rts)) if rts else math.nan))
     return out
 
 
 def build_report(study: str | os.PathLike | sqlite3.Connection, n_boot: int = 2000, seed: int = 0,
-                 exclude_flagged: bool = False) -> StudyReport:
+                 exclude_flagged: bool = False, flag_alpha: float = 0.05) -> StudyReport:
     """Vote shares per method (against the reference or all others, and against each opponent) per setting and over
-    all settings, with cluster-bootstrap intervals (``n_boot`` draws from a ``torch.Generator`` seeded ``seed``)."""
+    all settings, with cluster-bootstrap intervals (``n_boot`` draws from a ``torch.Generator`` seeded ``seed``);
+    participants below chance on repeats (p < ``flag_alpha``) are flagged and, with ``exclude_flagged``, left out."""
     from .store import connect
 
     con = study if isinstance(study, sqlite3.Connection) else connect(study)
@@ -161,9 +166,11 @@ def build_report(study: str | os.PathLike | sqlite3.Connection, n_boot: int = 20
         raise StudyError(f"--n-boot must be at least 100, got {n_boot}")
     meta = _meta(con)
     methods = [r["name"] for r in con.execute("SELECT name FROM methods ORDER BY id")]
-    settings = [r["setting"] for r in con.execute("SELECT DISTINCT setting FROM items ORDER BY setting")]
+    settings = _paper_order([r["setting"] for r in con.execute("SELECT DISTINCT setting FROM items")])
     votes = _votes(con)
-    people = _participant_stats(con, votes)
+    if not 0 < flag_alpha < 1:
+        raise StudyError(f"flag alpha must be in (0, 1), got {flag_alpha}")
+    people = _participant_stats(con, votes, flag_alpha)
     excluded = [p.participant for p in people if p.flagged] if exclude_flagged else []
     first = [v for v in votes if v["repeat_of"] is None and v["participant"] not in excluded]
     g = torch.Generator().manual_seed(seed)
@@ -175,7 +182,15 @@ def build_report(study: str | os.PathLike | sqlite3.Connection, n_boot: int = 20
                 if cell is not None:
                     cells.append(cell)
     return StudyReport(methods, settings, meta.get("reference"), cells, people, excluded, n_boot, seed,
-                       meta.get("title", ""))
+                       meta.get("title", ""), flag_alpha)
+
+
+def _paper_order(settings: list[str]) -> list[str]:
+    """The paper's order of mask settings (Table 1), then any other setting by name."""
+    from ..evaluate import SETTING_TITLES
+
+    known = list(SETTING_TITLES)
+    return sorted(settings, key=lambda s: (known.index(s) if s in known else len(known), s))
 
 
 def _cell(votes, method, opponent, setting, n_boot, g) -> Cell | None:
@@ -253,7 +268,8 @@ def report_markdown(report: StudyReport) -> str:
             lines.append(f"| {m} | " + " | ".join(row) + " |")
     lines += ["", "## Participants", "",
               "Consistency: share of repeated pairs (sides swapped) answered with the same method; chance = 50 %. "
-              "p: one-sided binomial p-value of that agreement under random clicking.", "",
+              "p: one-sided binomial p-value of that agreement under random clicking; flagged below chance when "
+              f"p < {report.flag_alpha:g}.", "",
               "| participant | votes | repeats | consistency | p | left chosen | median RT (s) | flag |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for p in report.participants:
