@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def run(n_participants: int, n_images: int, tmp: Path) -> dict:
     import httpx
+    from study_helpers import running_server, write_results
 
     from repaint.study.store import connect, create_study
-    from study_helpers import running_server, write_results
 
     folders = write_results(tmp / f"res{n_participants}", ["a", "b"], settings=("wide",),
                             names=tuple(f"i{k:03d}" for k in range(n_images)), size=64)

@@ -12,13 +12,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from study_helpers import running_server, side_of, vote_all, write_results
 
 from repaint.study.cli import study as study_cli
-from repaint.study.report import (ALL, build_report, cluster_bootstrap, report_csv, report_markdown, wilson_interval,
-                                  write_report)
-from repaint.study.store import (StudyConflict, StudyError, connect, create_study, image_png, next_trial,
-                                 record_vote)
-from study_helpers import running_server, side_of, vote_all, write_results
+from repaint.study.report import (
+    ALL,
+    build_report,
+    cluster_bootstrap,
+    report_csv,
+    report_markdown,
+    wilson_interval,
+    write_report,
+)
+from repaint.study.store import StudyConflict, StudyError, connect, create_study, image_png, next_trial, record_vote
 
 NAMES20 = tuple(f"img{i:02d}" for i in range(20))
 
@@ -71,7 +77,7 @@ def test_cluster_bootstrap_coverage_and_width():
     for _ in range(200):
         p = _beta(7.0, 3.0, 25, g)
         wins = torch.binomial(torch.full((25,), 30.0, dtype=torch.float64), p, generator=g)
-        share, low, high = cluster_bootstrap(wins.numpy(), np.full(25, 30), 500, g)
+        _, low, high = cluster_bootstrap(wins.numpy(), np.full(25, 30), 500, g)
         covered += low <= 0.70 <= high
         wl, wh = wilson_interval(int(wins.sum()), 750)
         ratio_het.append((high - low) / (wh - wl))

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
+from study_helpers import running_server
 
 from repaint.study.report import build_report
 from repaint.study.store import connect, create_study
-from study_helpers import running_server
 
 CHROMIUM = os.environ.get("REPAINT_CHROMIUM", "/usr/bin/chromium")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -33,8 +33,8 @@ import torch
 
 from .store import StudyError, _meta
 
-__all__ = ["cluster_bootstrap", "wilson_interval", "build_report", "report_markdown", "write_report", "StudyReport",
-           "Cell", "ParticipantStats", "ALL"]
+__all__ = ["ALL", "Cell", "ParticipantStats", "StudyReport", "build_report", "cluster_bootstrap", "participants_csv",
+           "plot_report", "report_csv", "report_markdown", "wilson_interval", "write_report"]
 
 ALL = "all"             # the cell over every setting (or every opponent)
 Z95 = 1.959963984540054
@@ -251,8 +251,8 @@ def report_markdown(report: StudyReport) -> str:
     cols = _columns(report)
     against = f"against **{report.reference}**" if report.reference else "against all other methods together"
     lines = [f"# 2AFC study: {report.title}" if report.title else "# 2AFC study", "",
-             f"Votes [%] for each method {against}: share of first-showing votes won, 95 % interval from a bootstrap "
-             f"over participants ({report.n_boot} draws, seed {report.seed}), n = votes. 50 % = no preference.", "",
+             (f"Votes [%] for each method {against}: share of first-showing votes won, 95 % interval from a bootstrap "
+              f"over participants ({report.n_boot} draws, seed {report.seed}), n = votes. 50 % = no preference."), "",
              "| method | " + " | ".join(_title(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(row) + " |" for row in _main_rows(report)]
     if len(report.methods) > 2:
@@ -267,9 +267,9 @@ def report_markdown(report: StudyReport) -> str:
                     row.append("-")
             lines.append(f"| {m} | " + " | ".join(row) + " |")
     lines += ["", "## Participants", "",
-              "Consistency: share of repeated pairs (sides swapped) answered with the same method; chance = 50 %. "
-              "p: one-sided binomial p-value of that agreement under random clicking; flagged below chance when "
-              f"p < {report.flag_alpha:g}.", "",
+              ("Consistency: share of repeated pairs (sides swapped) answered with the same method; chance = 50 %. "
+               "p: one-sided binomial p-value of that agreement under random clicking; flagged below chance when "
+               f"p < {report.flag_alpha:g}."), "",
               "| participant | votes | repeats | consistency | p | left chosen | median RT (s) | flag |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for p in report.participants:

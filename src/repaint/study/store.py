@@ -30,19 +30,19 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
-    "StudyError", "Source", "read_source", "create_study", "connect", "next_trial", "record_vote", "image_png",
-    "study_info", "SCHEMA_VERSION", "RT_TOLERANCE_MS", "PARTICIPANT_RE",
+    "PARTICIPANT_RE", "RT_TOLERANCE_MS", "SCHEMA_VERSION", "Source", "StudyConflict", "StudyError", "Vote", "connect",
+    "create_study", "image_png", "next_trial", "read_source", "record_vote", "study_info",
 ]
 
 SCHEMA_VERSION = 1
