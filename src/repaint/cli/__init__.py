@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from ..study.cli import study
 from .evaluate import ablate, evaluate_command
 from .inpaint import inpaint
 from .tools import masks, presets, schedule, validate
@@ -24,7 +25,7 @@ def cli() -> None:
     """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""
 
 
-for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate):
+for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate, study):
     cli.add_command(_command)
 cli.add_command(evaluate_command, "evaluate")
 cli.add_command(evaluate_command, "eval")  # the short name used in the docs
