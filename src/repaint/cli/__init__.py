@@ -6,8 +6,11 @@ Each command lives in its own module and parses options for one library call. Ba
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from ..study.cli import study
 from .evaluate import ablate, evaluate_command
 from .inpaint import inpaint
 from .serve import serve
@@ -23,11 +26,20 @@ def cli() -> None:
     """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""
 
 
-for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate, serve):
+for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate, study, serve):
     cli.add_command(_command)
 cli.add_command(evaluate_command, "evaluate")
 cli.add_command(evaluate_command, "eval")  # the short name used in the docs
 
 
 def main() -> None:
-    cli(prog_name="repaint")
+    """The ``repaint`` program: click's own handling, except that Ctrl-C exits 130 (128 + SIGINT) with one line."""
+    try:
+        code = cli.main(prog_name="repaint", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("repaint: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
