@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import click
@@ -45,6 +46,9 @@ def serve(host: str, port: int, share: bool, models: tuple[Path, ...], device: s
           max_upload_mb: float, max_pixels: int, max_samples: int, max_calls: int) -> None:
     """Start the web app (paint the hole, watch it fill) and the HTTP API at http://HOST:PORT."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # the web stack's own resource and deprecation notices are not the user's to act on
+    for category in (ResourceWarning, DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
     from ..web.limits import Limits
     from ..web.models import discover_models
 

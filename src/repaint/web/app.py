@@ -116,7 +116,7 @@ class _Page:
         gallery = [(f, f"seed {s}") for f, s in zip(files, out.result.samples)]
         animation = str(write_animation(out.frames, folder / "x0_estimate.gif")) if out.frames else None
         h, w = photo.shape[:2]
-        status = (f"{len(files)} sample(s) of {w}x{h} in {out.seconds:.1f} s: {out.result.calls} network calls "
+        status = (f"{len(files)} sample(s) of {w}x{h} in {out.seconds:.1f} s: {out.calls} network calls "
                   f"({out.settings.describe()}), {len(out.result.windows)} window(s)")
         return gallery, animation, files, status
 

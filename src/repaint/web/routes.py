@@ -100,7 +100,7 @@ def api_router(runner: Runner) -> APIRouter:
             return _error(400, str(err))
         except (RuntimeError, MemoryError, Cancelled) as err:
             return _error(500, str(err) or type(err).__name__)
-        headers = {"X-Repaint-Seeds": ",".join(map(str, opts.seeds)), "X-Repaint-Calls": str(out.result.calls),
+        headers = {"X-Repaint-Seeds": ",".join(map(str, opts.seeds)), "X-Repaint-Calls": str(out.calls),
                    "X-Repaint-Settings": out.settings.describe()}
         samples = out.result.samples
         if len(samples) == 1:

@@ -54,6 +54,7 @@ class RunOutput:
     result: InpaintResult
     settings: SamplerSettings
     planned: int                                          # network calls planned
+    calls: int                                            # network calls made
     seconds: float
     frames: list[np.ndarray] = field(default_factory=list)  # uint8 [h, w, 3]: x0 estimates, samples side by side
 
@@ -137,8 +138,11 @@ class Runner:
                                  f"{self.limits.max_calls:,}; choose a shorter schedule or fewer samples")
             frames: list[np.ndarray] = []
             every = max(1, planned // FRAMES_PER_RUN)
+            calls = 0
 
             def callback(progress: Progress) -> None:
+                nonlocal calls
+                calls = progress.calls
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled")
                 if on_progress is not None:
@@ -147,7 +151,7 @@ class Runner:
                     frames.append(_frame(progress.pred_xstart))
 
             start = time.perf_counter()
-            labels = None if opts.class_label is None else [opts.class_label]
+            labels = None if opts.class_label is None else [opts.class_label] * opts.n_samples
             result = inpaint(inpainter, image, keep, settings=settings, seeds=opts.seeds, labels=labels,
                              callback=callback)
-            return RunOutput(result, settings, planned, time.perf_counter() - start, frames)
+            return RunOutput(result, settings, planned, calls, time.perf_counter() - start, frames)
