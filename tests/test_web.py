@@ -146,6 +146,24 @@ def test_no_file_on_the_server_is_reachable_by_a_client_path(server):
             assert b"root:" not in response.content
 
 
+def _gradio_call(url: str, data: list) -> str:
+    """Call the page's own event API (as the browser does) and return its event stream."""
+    event = httpx.post(f"{url}/gradio_api/call/inpaint", json={"data": data}, timeout=30).json()["event_id"]
+    return httpx.get(f"{url}/gradio_api/call/inpaint/{event}", timeout=60).text
+
+
+def test_the_page_api_refuses_server_paths_named_by_a_client(server):
+    def file(path):
+        return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+    settings = ["default", "repaint", "custom", 4, 1, 1, 0, 1]
+    named = {"background": file(EXAMPLES / "face.png"), "layers": [], "composite": None}
+    stream = _gradio_call(server, [named, file(EXAMPLES / "face_mask.png"), False, *settings])
+    assert "event: error" in stream and "not uploaded by a user" in stream
+    assert "inpainted_s0.png" not in stream
+    assert alive(server)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # limits: size, queue, load
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,6 +264,26 @@ def test_editor_layers_become_the_hole_at_the_photo_size():
     assert painted[10:20, 20:40].all() and painted.sum() == 10 * 20
     with pytest.raises(ValueError, match="upload a photo"):
         editor_arrays({"background": None, "layers": [], "composite": None})
+
+
+def test_an_uploaded_mask_adds_its_black_to_the_painted_hole(tmp_path):
+    from repaint.web.app import _Page
+    from repaint.web.runner import Runner
+
+    page = _Page(Runner(ModelMenu({"default": "default"}), Limits()), tmp_path)
+    photo, layer = np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 4), np.uint8)
+    layer[0, 0, 3] = 255                              # painted: pixel (0, 0)
+    mask = np.full((8, 8), 255, np.uint8)
+    mask[7, 7] = 0                                    # uploaded: black (fill) at (7, 7)
+    (tmp_path / "mask.png").write_bytes(_png(mask))
+    editor = {"background": photo, "layers": [layer], "composite": None}
+    _, keep = page._keep_mask(editor, str(tmp_path / "mask.png"), invert=False)
+    assert not keep[0, 0] and not keep[7, 7] and keep.sum() == 62
+    _, keep = page._keep_mask(editor, str(tmp_path / "mask.png"), invert=True)   # white = hole: all but (7, 7)
+    assert keep.sum() == 1 and keep[7, 7]
+    (tmp_path / "small.png").write_bytes(_png(mask[:4]))
+    with pytest.raises(ValueError, match="same size"):
+        page._keep_mask(editor, str(tmp_path / "small.png"), invert=False)
 
 
 def test_the_model_menu_takes_names_never_paths(tmp_path):

@@ -32,5 +32,9 @@ def build_server(models: dict[str, str], *, device: str = "auto", limits: Limits
     demo.queue(max_size=limits.max_queue, default_concurrency_limit=1)
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=limits.max_upload_bytes,
                               footer_links=["api"], show_error=True)
+    # Gradio refuses input files that were not uploaded through it (a client naming a server path) only for a
+    # Blocks that "has launched", which mount_gradio_app never sets; without this, the page's event API would read
+    # any file of the working directory or /tmp that a client names.
+    demo.has_launched = True
     app.state.runner = runner
     return app
