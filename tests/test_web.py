@@ -313,3 +313,16 @@ def test_serve_refuses_a_missing_model_file_in_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path / "none.pt")])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"repaint: error: model file {tmp_path / 'none.pt'} does not exist"]
+
+
+def test_serve_refuses_a_port_in_use_in_one_line():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--port", str(port)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"repaint: error: cannot listen on 127.0.0.1:{port}")
+    assert len(result.output.strip().splitlines()) == 1

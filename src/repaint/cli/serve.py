@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_of, handles_errors
+from .common import InputError, device_of, handles_errors
 
 EXAMPLES = """
 \b
@@ -56,6 +56,7 @@ def serve(host: str, port: int, share: bool, models: tuple[Path, ...], device: s
     limits = Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, max_queue=max_queue,
                     max_samples=max_samples, max_calls=max_calls)
     device = device_of(device)
+    _check_port(host, port)
     try:
         import uvicorn
 
@@ -69,6 +70,19 @@ def serve(host: str, port: int, share: bool, models: tuple[Path, ...], device: s
     if share:
         _share_when_started(server, host, port)
     server.run()
+
+
+def _check_port(host: str, port: int) -> None:
+    """A one-line error now, rather than a server log line later, when HOST:PORT cannot be listened on."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+            probe.bind((host, port))
+    except OSError as err:
+        raise InputError(f"cannot listen on {host}:{port} ({err.strerror or err}); choose another --port or --host")
 
 
 def _share_when_started(server, host: str, port: int) -> None:

@@ -13,7 +13,9 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
+from ..api import Cancelled
 from ..samplers import SAMPLERS
 from .limits import Busy, TooLarge, decode_image, decode_mask
 from .runner import SCHEDULES, RunOptions, Runner
@@ -82,10 +84,6 @@ def api_router(runner: Runner) -> APIRouter:
         class_label: int | None = Form(None),
     ) -> Response:
         """Inpaint; one sample -> image/png, several -> application/zip of ``sample_sSEED.png`` files."""
-        from starlette.concurrency import run_in_threadpool
-
-        from ..api import Cancelled
-
         try:
             photo = decode_image(await _read(image, limits.max_upload_bytes, "image"), limits, "image")
             keep = decode_mask(await _read(mask, limits.max_upload_bytes, "mask"), limits, invert_mask, "mask")

@@ -29,7 +29,7 @@ def build_server(models: dict[str, str], *, device: str = "auto", limits: Limits
     app.middleware("http")(limit_request_size(2 * limits.max_upload_bytes + 2**20))
     app.include_router(api_router(runner))
     demo = build_app(runner, out_dir)
-    demo.queue(max_size=limits.max_queue, default_concurrency_limit=1)
+    demo.queue(max_size=limits.max_queue + 1, default_concurrency_limit=1)  # the RunGate is the real bound
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=limits.max_upload_bytes,
                               footer_links=["api"], show_error=True)
     # Gradio refuses input files that were not uploaded through it (a client naming a server path) only for a
