@@ -159,7 +159,7 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
             bar.total = (bar.total or 0) + calls
             echo(f"{image_path.name}: {photo.shape[1]}x{photo.shape[0]}, fit {fit}, {len(windows)} window(s), "
                  f"{calls} network calls")
-            yield InpaintRequest(photo, keep, seeds, name, labels)
+            yield InpaintRequest(photo, keep, seeds, name, labels, tag=image_path)
 
     batch_size = batch_size or 8
     frames_dir = Path(opts["out_dir"]) / "frames"
@@ -176,7 +176,7 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
         for result in inpaint_stream(inpainter, requests(), settings, fit=opts["fit"],
                                      batch_size=batch_size, classifier_scale=scale,
                                      callback=progress):
-            write_result(result, dirs)
+            write_result(result, dirs, source=result.tag)
             written += len(result.samples)
     click.echo(f"wrote {written} inpainted image(s) to {dirs.inpainted} (inputs in {dirs.gt}, masks in "
                f"{dirs.gt_keep_mask}, masked inputs in {dirs.gt_masked})")
