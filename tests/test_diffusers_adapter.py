@@ -256,3 +256,83 @@ def test_repaint_pipeline_undo_step_is_shifted_by_n_minus_1_training_steps():
         shifted, exact = (abar[t + 3] / abar[t - 1]).sqrt(), (abar[t] / abar[t - 4]).sqrt()
         torch.testing.assert_close(signal, shifted.expand_as(signal), rtol=0, atol=1e-6)  # float32 products
         assert abs(shifted - exact) > 1e-5
+
+
+# ----------------------------------------------------------------------------------------------
+# Export: our checkpoints as diffusers folders
+
+
+def _our_checkpoint(tmp_path, name: str = "ours", seed: int = 0, diffusion=None, **changes):
+    from repaint.presets import DiffusionSettings, UNetConfig, build_model, save_checkpoint
+
+    config = UNetConfig(image_size=SIZE, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
+                        channel_mult=(1, 2), num_head_channels=16, learn_sigma=True).replace(**changes)
+    torch.manual_seed(seed)
+    model = build_model(config)
+    with torch.no_grad():  # the zero-initialised output layers would make every comparison trivially 0 == 0
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    diffusion = diffusion or DiffusionSettings(steps=100, noise_schedule="linear", learn_sigma=config.learn_sigma)
+    return save_checkpoint(model, config, tmp_path / f"{name}.safetensors", diffusion=diffusion), model.eval()
+
+
+def _same_network(ours, folder, size, labels=None):
+    theirs = diffusers.UNet2DModel.from_pretrained(str(folder / "unet"), low_cpu_mem_usage=False).eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([3, 97])
+    with torch.no_grad():
+        a, b = ours(x, t, labels), theirs(x, t, class_labels=labels).sample
+    assert a.abs().max() > 0.1
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_export_bundled_face_model_loads_in_unet2dmodel_and_inpaints_the_same(tmp_path):
+    from repaint.diffusers_export import export_diffusers
+
+    folder = export_diffusers("default", tmp_path / "face64")
+    ours = Inpainter.load("default")
+    _same_network(ours.unet, folder, 64)
+    again = Inpainter.load(str(folder))
+    assert again.trained.diffusion_config() == ours.trained.diffusion_config()
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand((1, 3, 64, 64), generator=g) * 2 - 1
+    mask = torch.ones(1, 1, 64, 64)
+    mask[..., 16:48, 20:44] = 0
+    settings = SamplerSettings(steps=8, jump_length=2, jump_n_sample=2)
+    torch.testing.assert_close(again(gt, mask, [5], settings), ours(gt, mask, [5], settings), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(resblock_updown=True),
+    dict(class_cond=True, num_classes=7),
+    dict(use_new_attention_order=True, use_scale_shift_norm=False, learn_sigma=False),
+    dict(num_head_channels=-1, num_heads=2, attention_resolutions=(16,), channel_mult=(1, 1)),
+])
+def test_export_architecture_variants(tmp_path, changes):
+    from repaint.diffusers_export import export_diffusers
+
+    path, model = _our_checkpoint(tmp_path, **changes)
+    folder = export_diffusers(path, tmp_path / "exported")
+    labels = torch.tensor([1, 6]) if changes.get("class_cond") else None
+    _same_network(model, folder, SIZE, labels)
+    trained, _ = scheduler_settings(json.loads((folder / "scheduler" / "scheduler_config.json").read_text()))
+    stored = Inpainter.load(str(path)).trained
+    assert trained.learn_sigma == stored.learn_sigma == (model.out[2].out_channels == 6)
+    ours, back = (Diffusion(d.diffusion_config()).tables64["alphas_cumprod"] for d in (stored, trained))
+    assert abs(ours - back).max() < 1e-12
+
+
+def test_export_refuses_what_unet2dmodel_cannot_express(tmp_path):
+    from repaint.diffusers_export import export_diffusers
+
+    for name, changes, message in [
+        ("wide", dict(channel_mult=(2, 2)), "channel_mult\\[0\\] must be 1"),
+        ("heads", dict(num_head_channels=-1, num_heads=4, attention_resolutions=(16, 8)), "one attention_head_dim"),
+    ]:
+        path, _ = _our_checkpoint(tmp_path, name=name, **changes)
+        with pytest.raises(CheckpointError, match=message):
+            export_diffusers(path, tmp_path / f"out_{name}")
+        assert not (tmp_path / f"out_{name}").exists()
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(CheckpointError, match="exists"):
+        export_diffusers("default", tmp_path / "taken")

@@ -271,7 +271,8 @@ def load_diffusers(
     facts = _unet_facts(unet_config, unet_dir, trained)
     diffusers = _diffusers()
     try:
-        unet = diffusers.UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, torch_dtype=torch.float32)
+        unet = diffusers.UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, torch_dtype=torch.float32,
+                                                     low_cpu_mem_usage=False)
     except Exception as error:  # diffusers raises OSError, ValueError, EnvironmentError... for a damaged folder
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"cannot load the UNet in {unet_dir}: {reason}") from None
