@@ -87,11 +87,18 @@ def test_inference_only_settings_are_read_past_and_defaults_filled():
         == (1000, "linear", False, "small", False)
 
 
+def test_early_diffusers_scheduler_configs():
+    """The 2022 configs carry tensor_format and predict_epsilon instead of prediction_type."""
+    trained, prediction = scheduler_settings({"_class_name": "DDPMScheduler", "tensor_format": "pt",
+                                              "predict_epsilon": False, "variance_type": "fixed_large"})
+    assert (prediction, trained.fixed_variance) == ("sample", "large")
+
+
 # ----------------------------------------------------------------------------------------------
 # The adapter's eps against what DDPMScheduler.step does with the raw output
 
 
-@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large", "learned_range"])
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_small_log", "fixed_large", "learned_range"])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_adapter_eps_gives_the_scheduler_step(tmp_path, prediction_type, variance_type):
     """x0 and x_{t-1} from our eps (+ variance) equal DDPMScheduler.step's on the same output and the same noise."""
@@ -171,6 +178,16 @@ def test_folder_errors_are_one_line(tmp_path):
     (folder / "unet" / "config.json").write_text(json.dumps({**config, "out_channels": 6}))
     with pytest.raises(CheckpointError, match="out_channels"):
         Inpainter.load(str(folder))
+
+
+def test_evaluation_identity_of_a_diffusers_model(tmp_path):
+    from repaint.evaluate import load_model
+
+    folder, _, _ = save_pipeline(tmp_path, dict(num_train_timesteps=100, prediction_type="v_prediction"))
+    inpainter, identity = load_model(str(folder), "cpu")
+    assert json.loads(json.dumps(identity))["config"]["prediction_type"] == "v_prediction"
+    other_folder, _, _ = save_pipeline(tmp_path, dict(num_train_timesteps=100), name="other", seed=1)
+    assert load_model(str(other_folder), "cpu")[1]["weights_sha256_1mb"] != identity["weights_sha256_1mb"]
 
 
 def test_missing_package_is_one_line(tmp_path, monkeypatch):

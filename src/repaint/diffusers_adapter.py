@@ -64,6 +64,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _INFERENCE_ONLY = {
     "timestep_spacing", "steps_offset", "set_alpha_to_one", "eta",
     "skip_prk_steps", "sample_max_value", "dynamic_thresholding_ratio",
+    "tensor_format", "timestep_values",  # written by early diffusers releases (2022), unused since
 }
 _MAPPED = {
     "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "variance_type",
@@ -138,6 +139,7 @@ def scheduler_settings(config: Mapping[str, Any]) -> tuple[DiffusionSettings, st
     Every setting is either mapped exactly, read past as inference-only (timestep spacing, offsets, eta: our samplers
     set those), or refused: the one error lists every unsupported setting at once.
     """
+    config = _modernised(config)
     unknown = sorted(k for k in set(config) - _MAPPED - _INFERENCE_ONLY if not k.startswith("_"))  # "_": bookkeeping
     c = {**_DEFAULTS, **{k: v for k, v in config.items() if k in _MAPPED}}
     problems = [f"{k}={config[k]!r} (unknown setting)" for k in unknown]
@@ -172,6 +174,15 @@ def scheduler_settings(config: Mapping[str, Any]) -> tuple[DiffusionSettings, st
     except ValueError as error:
         raise CheckpointError(f"unsupported scheduler settings: {error}") from None
     return settings, c["prediction_type"]
+
+
+def _modernised(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Early diffusers configs said ``predict_epsilon: true/false`` where later ones say ``prediction_type``."""
+    config = dict(config)
+    if "predict_epsilon" in config:
+        legacy = config.pop("predict_epsilon")
+        config.setdefault("prediction_type", "epsilon" if legacy else "sample")
+    return config
 
 
 def _alphas_cumprod(trained: DiffusionSettings) -> torch.Tensor:
@@ -241,6 +252,8 @@ def _unet_facts(unet_config: Mapping[str, Any], path: Path, trained: DiffusionSe
     if name != "UNet2DModel":
         raise CheckpointError(f"{path}: a {name} is not supported; RePaint needs a pixel-space UNet2DModel")
     size = unet_config.get("sample_size")
+    if size is None:
+        raise CheckpointError(f"{path}: the UNet config has no sample_size (the image size it was trained at)")
     if isinstance(size, (list, tuple)):
         if len(size) != 2 or size[0] != size[1]:
             raise CheckpointError(f"{path}: sample_size {size} is not square")
@@ -276,7 +289,7 @@ def load_diffusers(
     except Exception as error:  # diffusers raises OSError, ValueError, EnvironmentError... for a damaged folder
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"cannot load the UNet in {unet_dir}: {reason}") from None
-    variance = scheduler.get("variance_type", _DEFAULTS["variance_type"])
+    variance = _modernised(scheduler).get("variance_type", _DEFAULTS["variance_type"])
     config = DiffusersModelConfig(**facts, prediction_type=prediction, variance_type=variance,
                                   unet=dict(unet_config), scheduler=dict(scheduler))
     denoiser = DiffusersDenoiser(unet, trained, prediction).to(device).eval()
