@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import diffusers  # noqa: E402
+import diffusers
+from test_diffusers_adapter import _replayed_noise, images_and_mask, save_pipeline
 
-from repaint.pipeline import Inpainter, SamplerSettings  # noqa: E402
-from repaint.sampler import repaint  # noqa: E402
-from test_diffusers_adapter import _replayed_noise, images_and_mask, save_pipeline  # noqa: E402
+from repaint.pipeline import Inpainter, SamplerSettings
+from repaint.sampler import repaint
 
 
 def agreement(seeds=range(8), steps: int = 25) -> float:

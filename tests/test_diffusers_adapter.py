@@ -15,8 +15,13 @@ import torch
 
 diffusers = pytest.importorskip("diffusers", reason="the diffusers extra is not installed (pip install -e '.[test]')")
 
+from repaint.diffusers_adapter import (
+    MISSING_PACKAGE,
+    is_diffusers_folder,
+    load_diffusers,
+    scheduler_settings,
+)
 from repaint.diffusion import Diffusion
-from repaint.diffusers_adapter import MISSING_PACKAGE, is_diffusers_folder, load_diffusers, scheduler_settings
 from repaint.pipeline import SAMPLERS, Inpainter, SamplerSettings, get_sampler
 from repaint.presets import CheckpointError
 from repaint.sampler import repaint
@@ -145,7 +150,7 @@ def test_every_sampler_inpaints_with_a_diffusers_model(tmp_path):
 
 
 def test_class_conditional_unet_gets_the_labels(tmp_path):
-    folder, unet, _ = save_pipeline(tmp_path, dict(num_train_timesteps=100), num_class_embeds=5)
+    folder, _, _ = save_pipeline(tmp_path, dict(num_train_timesteps=100), num_class_embeds=5)
     inpainter = Inpainter.load(str(folder))
     assert inpainter.num_classes == 5
     gt, mask = images_and_mask()
@@ -163,7 +168,7 @@ def test_bare_unet_folder_with_scheduler_config_beside_it(tmp_path):
     with pytest.raises(CheckpointError, match="no scheduler config"):
         Inpainter.load(str(tmp_path / "bare"))
     diffusers.DDPMScheduler(num_train_timesteps=50, prediction_type="v_prediction").save_pretrained(tmp_path / "bare")
-    denoiser, config, trained = load_diffusers(tmp_path / "bare")
+    _, config, trained = load_diffusers(tmp_path / "bare")
     assert (config.image_size, config.prediction_type, trained.steps) == (SIZE, "v_prediction", 50)
 
 
@@ -184,7 +189,7 @@ def test_evaluation_identity_of_a_diffusers_model(tmp_path):
     from repaint.evaluate import load_model
 
     folder, _, _ = save_pipeline(tmp_path, dict(num_train_timesteps=100, prediction_type="v_prediction"))
-    inpainter, identity = load_model(str(folder), "cpu")
+    _, identity = load_model(str(folder), "cpu")
     assert json.loads(json.dumps(identity))["config"]["prediction_type"] == "v_prediction"
     other_folder, _, _ = save_pipeline(tmp_path, dict(num_train_timesteps=100), name="other", seed=1)
     assert load_model(str(other_folder), "cpu")[1]["weights_sha256_1mb"] != identity["weights_sha256_1mb"]
@@ -280,7 +285,12 @@ def test_repaint_pipeline_undo_step_is_shifted_by_n_minus_1_training_steps():
 
 
 def _our_checkpoint(tmp_path, name: str = "ours", seed: int = 0, diffusion=None, **changes):
-    from repaint.presets import DiffusionSettings, UNetConfig, build_model, save_checkpoint
+    from repaint.presets import (
+        DiffusionSettings,
+        UNetConfig,
+        build_model,
+        save_checkpoint,
+    )
 
     config = UNetConfig(image_size=SIZE, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
                         channel_mult=(1, 2), num_head_channels=16, learn_sigma=True).replace(**changes)

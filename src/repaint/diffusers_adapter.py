@@ -40,12 +40,12 @@ from .presets import CheckpointError, DiffusionSettings
 
 __all__ = [
     "MISSING_PACKAGE",
-    "DiffusersModelConfig",
     "DiffusersDenoiser",
+    "DiffusersModelConfig",
     "is_diffusers_folder",
+    "load_diffusers",
     "locate",
     "scheduler_settings",
-    "load_diffusers",
 ]
 
 MISSING_PACKAGE = "diffusers folders need `pip install 'repaint[diffusers]'`"

@@ -37,7 +37,7 @@ from .diffusers_adapter import _diffusers
 from .models.nn import AttentionBlock, Downsample, ResBlock, Upsample
 from .presets import CheckpointError, DiffusionSettings, UNetConfig
 
-__all__ = ["export_diffusers", "diffusers_unet_config", "diffusers_state_dict", "scheduler_config"]
+__all__ = ["diffusers_state_dict", "diffusers_unet_config", "export_diffusers", "scheduler_config"]
 
 _SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
 
