@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import diffusers
 from test_diffusers_adapter import _replayed_noise, images_and_mask, save_pipeline
 
-from repaint.pipeline import Inpainter, SamplerSettings
+from repaint.pipeline import Inpainter
 from repaint.sampler import repaint
+from repaint.settings import SamplerSettings
 
 
 def agreement(seeds=range(8), steps: int = 25) -> float:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from repaint.gmm import disharmony_problem, fidelity_metrics, validate
-from repaint.pipeline import SamplerSettings
+from repaint.settings import SamplerSettings
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "fidelity"
 METRICS = ("component_tv", "mean_error", "sliced_w2")

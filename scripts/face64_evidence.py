@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from repaint.data import ImageDataset
 from repaint.masks import MASK_KINDS, make_mask
 from repaint.metrics import psnr, ssim
-from repaint.pipeline import Inpainter, SamplerSettings
+from repaint.pipeline import Inpainter
+from repaint.settings import SamplerSettings
 from repaint.training import sample, save_grid
 
 ROOT = Path(__file__).resolve().parents[1]

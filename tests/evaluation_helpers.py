@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from repaint.pipeline import SamplerSettings
+from repaint.settings import SamplerSettings
 from repaint.presets import DiffusionSettings, UNetConfig, build_model, save_checkpoint
 
 SIZE = 32  # LPIPS's AlexNet needs at least 31 x 31

@@ -144,7 +144,8 @@ def test_guidance_through_a_bf16_classifier_matches_float32():
 
 
 def test_inpainter_runs_its_networks_as_accel_says():
-    from repaint.pipeline import Inpainter, SamplerSettings
+    from repaint.pipeline import Inpainter
+    from repaint.settings import SamplerSettings
     from repaint.presets import UNetConfig, build_model
 
     config = UNetConfig(image_size=16, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),

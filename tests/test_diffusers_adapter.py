@@ -22,7 +22,9 @@ from repaint.diffusers_adapter import (
     scheduler_settings,
 )
 from repaint.diffusion import Diffusion
-from repaint.pipeline import SAMPLERS, Inpainter, SamplerSettings, get_sampler
+from repaint.pipeline import Inpainter
+from repaint.samplers import SAMPLERS
+from repaint.settings import SamplerSettings
 from repaint.presets import CheckpointError
 from repaint.sampler import repaint
 from repaint.schedule import JumpSchedule
@@ -135,7 +137,6 @@ def test_every_sampler_inpaints_with_a_diffusers_model(tmp_path):
     folder, _, _ = save_pipeline(tmp_path, dict(num_train_timesteps=100, variance_type="fixed_small"))
     inpainter = Inpainter.load(str(folder))
     gt, mask = images_and_mask()
-    get_sampler("repaint")  # registers the samplers beyond the paper
     assert len(SAMPLERS) >= 3
     for name in SAMPLERS:
         settings = SamplerSettings(steps=10, jump_length=2, jump_n_sample=2, sampler=name)

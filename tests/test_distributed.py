@@ -16,7 +16,7 @@ WORKER = textwrap.dedent("""
     import sys
     import torch.distributed as dist
     from repaint.evaluate import evaluate
-    from repaint.pipeline import SamplerSettings
+    from repaint.settings import SamplerSettings
 
     images, out, model = sys.argv[1:4]
     report = evaluate(images, out, model, ["half", "expand"], settings=SamplerSettings(**{settings}),

@@ -4,8 +4,11 @@ import pytest
 from evaluation_helpers import image_folder, tiny_model
 
 from repaint import experiments as ex
+from repaint import sdedit
 from repaint.evaluate import EvalError
-from repaint.pipeline import Inpainter, SamplerSettings, get_sampler
+from repaint.pipeline import Inpainter
+from repaint.samplers import get_sampler
+from repaint.settings import SamplerSettings
 from repaint.schedule import count_network_calls, jump_schedule, transitions
 
 QUICK = dict(n_samples=1, lpips_random=True, progress=False, masks="half")
@@ -19,18 +22,18 @@ def setup(tmp_path_factory):
 
 
 def test_sdedit_schedule_goes_to_half_then_repeats_half_to_zero():
-    times = ex.sdedit_schedule(8, repeats=3)
+    times = sdedit.sdedit_schedule(8, repeats=3)
     assert times == [7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1, 0, -1]
     transitions(times)   # single steps only: the RePaint loop can run it
     assert count_network_calls(times) == (8 - 4) + 3 * 4
-    assert ex.sdedit_schedule(8, repeats=1) == jump_schedule(8, 1, 1)   # one pass is plain conditioning
-    assert count_network_calls(ex.sdedit_schedule(250, 18)) == 2375    # about RePaint's 2,410 at j = r = 10
-    assert ex.sdedit_schedule(6, 2, restart=2) == [5, 4, 3, 2, 1, 0, 1, 2, 1, 0, -1]
+    assert sdedit.sdedit_schedule(8, repeats=1) == jump_schedule(8, 1, 1)   # one pass is plain conditioning
+    assert count_network_calls(sdedit.sdedit_schedule(250, 18)) == 2375    # about RePaint's 2,410 at j = r = 10
+    assert sdedit.sdedit_schedule(6, 2, restart=2) == [5, 4, 3, 2, 1, 0, 1, 2, 1, 0, -1]
     with pytest.raises(ValueError, match="restart"):
-        ex.sdedit_schedule(6, 2, restart=6)
+        sdedit.sdedit_schedule(6, 2, restart=6)
     with pytest.raises(ValueError, match="unknown option"):
-        ex.sdedit_settings_schedule(SamplerSettings(sampler="sdedit_repeat", options={"repeat": 2}), 10)
-    assert get_sampler("sdedit_repeat") is ex._sdedit_sampler
+        sdedit.sdedit_settings_schedule(SamplerSettings(sampler="sdedit_repeat", options={"repeat": 2}), 10)
+    assert get_sampler("sdedit_repeat") is sdedit.sdedit_repeat
 
 
 def rows(path):

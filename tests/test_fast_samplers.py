@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from repaint.diffusion import Diffusion, DiffusionConfig
-from repaint.fast_samplers import FAST_PRESET, _ddim_step, grouped_moves, time_travel_iter
+from repaint.fast_samplers import _ddim_step, grouped_moves, time_travel_iter
 from repaint.gmm import image_mixture
-from repaint.pipeline import SamplerSettings, get_sampler
+from repaint.samplers import get_sampler
 from repaint.sampler import make_generators
 from repaint.schedule import jump_schedule
+from repaint.settings import FAST, SamplerSettings
 
 MIX = image_mixture(4)
 
@@ -106,5 +107,5 @@ def test_bad_settings_are_one_line_errors():
 
 
 def test_fast_preset_fits_the_call_budget():
-    assert FAST_PRESET.sampler in ("ddim_repaint", "ddnm", "repaint")
-    assert FAST_PRESET.jump_schedule(FAST_PRESET.steps).network_calls() <= 241
+    assert FAST.sampler in ("ddim_repaint", "ddnm", "repaint")
+    assert FAST.jump_schedule(FAST.steps).network_calls() <= 241

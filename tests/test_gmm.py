@@ -8,7 +8,7 @@ from repaint.diffusion import Diffusion, DiffusionConfig, beta_schedule
 from repaint.gmm import (
     GaussianMixture, disharmony_problem, fidelity_metrics, image_mixture, sliced_wasserstein, validate,
 )
-from repaint.pipeline import SamplerSettings
+from repaint.settings import SamplerSettings
 
 
 def _random_gaussian(d=4, seed=0):

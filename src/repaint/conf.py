@@ -32,8 +32,9 @@ import yaml
 
 from .accel import Accel
 from .io import OutputDirs
-from .masks import IMAGE_SUFFIXES
-from .pipeline import Inpainter, SamplerSettings, resolve_checkpoint
+from .files import IMAGE_SUFFIXES
+from .pipeline import Inpainter, resolve_checkpoint
+from .settings import SamplerSettings
 from .presets import (PRESETS, CheckpointError, ClassifierConfig, DiffusionSettings, Preset, UNetConfig,
                       config_from_official_kwargs, load_checkpoint)
 

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,8 +42,11 @@ from pathlib import Path
 import torch
 
 from .io import FIT_MODES, ImageError, OutputDirs, OutputWriter, fit_to_size, load_image
-from .masks import IMAGE_SUFFIXES, MASK_KINDS, MaskError, load_mask, load_mask_folder, make_mask
-from .pipeline import Inpainter, SamplerSettings
+from .files import IMAGE_SUFFIXES, atomic_write, is_image_file, remove_temporaries
+from .masks import MASK_KINDS, MaskError, load_mask, load_mask_folder, make_mask
+from .pipeline import Inpainter
+from .samplers import network_calls
+from .settings import SamplerSettings
 from .sampler import Step
 
 __all__ = [
@@ -64,7 +66,6 @@ __all__ = [
     "load_model",
     "Shard",
     "shard",
-    "network_calls",
 ]
 
 METRICS = ("lpips", "psnr", "ssim")
@@ -100,7 +101,7 @@ def list_images(images_dir: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise EvalError(f"image folder not found: {folder}")
     files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+                   if is_image_file(p))
     stems: dict[str, Path] = {}
     for path in files:
         if path.stem in stems:
@@ -250,27 +251,11 @@ def shard(device: str | torch.device | None = None) -> Shard:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _write_json(path: Path, data: dict) -> None:
-    """Atomic: a temporary file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(data, indent=1))
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -337,19 +322,6 @@ def _score_files(setting_dir: Path, stem: str, index: int, source: str, seeds: l
 # ---------------------------------------------------------------------------------------------------------------
 # The run.
 # ---------------------------------------------------------------------------------------------------------------
-
-def network_calls(settings: SamplerSettings, num_timesteps: int) -> int | None:
-    """Network calls per sample batch for the samplers whose schedule is known up front (else None)."""
-    from .schedule import count_network_calls
-
-    if settings.sampler == "repaint":
-        return settings.jump_schedule(num_timesteps).network_calls()
-    if settings.sampler == "sdedit_repeat":
-        from .experiments import sdedit_settings_schedule
-
-        return count_network_calls(sdedit_settings_schedule(settings, num_timesteps))
-    return None
-
 
 @dataclass
 class _Item:
@@ -554,7 +526,6 @@ def evaluate(
     out_dir = Path(out_dir)
     metrics = _check_args(metrics, n_samples, batch_size, fit, paper)
     where = shard(device)
-    from . import experiments  # noqa: F401  (registers the ablation samplers, e.g. "sdedit_repeat")
 
     inpainter, ident = load_model(model, where.device, classifier)
     size = inpainter.image_size

@@ -5,7 +5,7 @@
 * :func:`jump_grid` (Table 3): LPIPS over a grid of jump lengths j and resampling counts r.
 * :func:`sdedit_alternative` (Table 4): an SDEdit-style alternative to resampling: denoise from T to T/2 once, then
   ``repeats`` times denoise T/2 -> 0 and re-noise 0 -> T/2 (the last pass ends at 0). It is one more jump schedule,
-  run by the same RePaint loop (sampler name ``"sdedit_repeat"``).
+  run by the same RePaint loop (sampler ``"sdedit_repeat"``, :mod:`repaint.sdedit`).
 
 Every configuration is evaluated in its own folder ``OUT/<name>/`` (resumable like any evaluation); the table goes to
 ``OUT/<table>.md`` and ``OUT/<table>.csv``. Under torchrun each configuration is sharded over the processes and rank 0
@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .evaluate import SETTING_TITLES, EvalError, EvalReport, _csv, _write_text, evaluate, load_model, shard
-from .pipeline import SamplerSettings, register_sampler
-from .sampler import repaint
+from .sdedit import sdedit_schedule
+from .settings import SamplerSettings
 from .schedule import JumpSchedule, count_network_calls
 
 __all__ = [
-    "sdedit_schedule",
-    "sdedit_settings_schedule",
     "Config",
     "AblationTable",
     "run_configs",
@@ -36,51 +34,6 @@ __all__ = [
     "jump_grid",
     "sdedit_alternative",
 ]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The SDEdit-style schedule (Table 4) as data for the RePaint loop.
-# ---------------------------------------------------------------------------------------------------------------
-
-def sdedit_schedule(t_T: int, repeats: int, restart: int | None = None) -> list[int]:
-    """Timesteps ``[t_T - 1, ..., restart]``, then ``repeats`` passes ``restart - 1 ... 0``, separated by single
-    re-noising steps ``1 ... restart``, then ``-1``.
-
-    Re-noising by the chain of single forward steps q(x_t | x_{t-1}) is distributed exactly as one jump
-    q(x_restart | x_0) (the forward process is Markov), so this is the "go back to T/2 and denoise again" alternative.
-    Network calls: ``t_T - restart`` + ``repeats * restart``. ``restart`` defaults to ``t_T // 2``.
-    """
-    restart = t_T // 2 if restart is None else restart
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if not 1 <= restart < t_T:
-        raise ValueError(f"restart must be in 1..{t_T - 1}, got {restart}")
-    times = list(range(t_T - 1, restart - 1, -1))
-    for rep in range(repeats):
-        times += range(restart - 1, -1, -1)
-        if rep < repeats - 1:
-            times += range(1, restart + 1)
-    return times + [-1]
-
-
-def sdedit_settings_schedule(settings: SamplerSettings, t_T: int) -> list[int]:
-    """The schedule of ``settings.options`` ({"repeats": k, "restart": t or None}) at ``t_T`` respaced steps."""
-    unknown = sorted(set(settings.options) - {"repeats", "restart"})
-    if unknown:
-        raise ValueError(f"unknown option(s) of sampler sdedit_repeat: {', '.join(unknown)}")
-    return sdedit_schedule(t_T, int(settings.options.get("repeats", 1)), settings.options.get("restart"))
-
-
-def _sdedit_sampler(model, diffusion, gt, mask, *, settings, generators, cond_fn=None, callback=None):
-    """The Table 4 alternative: the RePaint loop over :func:`sdedit_schedule`."""
-    times = sdedit_settings_schedule(settings, diffusion.num_timesteps)
-    return repaint(
-        model, diffusion, times, gt, mask, generators=generators, cond_fn=cond_fn, callback=callback,
-        clip_denoised=settings.clip_denoised, injection=settings.injection, paste_known=settings.paste_known,
-    )
-
-
-register_sampler("sdedit_repeat", _sdedit_sampler)
 
 
 # ---------------------------------------------------------------------------------------------------------------

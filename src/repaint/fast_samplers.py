@@ -1,4 +1,4 @@
-"""Samplers beyond the paper, registered by name in :data:`repaint.pipeline.SAMPLERS`.
+"""Samplers beyond the paper: DDIM-RePaint and DDNM (listed by name in :data:`repaint.samplers.SAMPLERS`).
 
 Both walk the same jump schedule as RePaint (:mod:`repaint.schedule`, ``start_resampling`` included) on a respaced
 diffusion, with two differences from :func:`repaint.sampler.repaint`:
@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from .diffusion import Diffusion
-from .pipeline import SamplerSettings, register_sampler
+from .settings import SamplerSettings
 from .sampler import ModelFn, Step, _as_batch_mask, randn, run_steps
 from .schedule import transitions
 
-__all__ = ["ddim_repaint", "ddnm", "time_travel_iter", "grouped_moves", "FAST_PRESET", "JOINS"]
+__all__ = ["ddim_repaint", "ddnm", "time_travel_iter", "grouped_moves", "JOINS"]
 
 JOINS = ("repaint", "ddnm")
 
@@ -151,16 +151,5 @@ def _make_sampler(join: str, doc: str):
     return sampler
 
 
-ddim_repaint = register_sampler(
-    "ddim_repaint",
-    _make_sampler("repaint", "RePaint's known-region join with DDIM(eta) steps and jump time travel."),
-)
-ddnm = register_sampler(
-    "ddnm",
-    _make_sampler("ddnm", "DDNM: null-space projection of the x0 estimate, DDIM(eta) steps and time travel."),
-)
-
-# Chosen by benchmarks/fidelity.py (docs/fidelity.md): the cheapest setting found that matches RePaint T=250, j=10,
-# r=10 on the Gaussian-mixture ground truth with at most a tenth of its 2,410 network calls (230 calls): resampling
-# only below t = 20 of 50, where the component is decided; resampling near pure noise is wasted.
-FAST_PRESET = SamplerSettings(steps=50, jump_length=5, jump_n_sample=10, start_resampling=20, sampler="repaint")
+ddim_repaint = _make_sampler("repaint", "RePaint's known-region join with DDIM(eta) steps and jump time travel.")
+ddnm = _make_sampler("ddnm", "DDNM: null-space projection of the x0 estimate, DDIM(eta) steps and time travel.")

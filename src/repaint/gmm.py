@@ -350,7 +350,7 @@ def validate(settings, n: int = 1000, seed: int = 0, problem: InpaintingProblem 
     import time
 
     from .diffusion import DiffusionConfig
-    from .pipeline import get_sampler
+    from .samplers import get_sampler
     from .sampler import make_generators
 
     problem = problem or disharmony_problem()

@@ -1,4 +1,4 @@
-"""From checkpoint to inpainted images: model resolution, the UNet adapter and the sampler registry.
+"""From checkpoint to inpainted images: model resolution, the UNet adapter and the :class:`Inpainter`.
 
 This is the layer the CLI, the evaluation and the benchmarks share. The sampler itself (:mod:`repaint.sampler`)
 knows nothing about checkpoints; the networks (:mod:`repaint.models`) know nothing about diffusion. The adapter
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from .accel import Accel, accelerate
-from .diffusion import Diffusion, DiffusionConfig
+from .diffusion import Diffusion
 from .presets import (
     PRESETS,
     CheckpointError,
@@ -26,13 +26,11 @@ from .presets import (
     load_checkpoint,
     read_checkpoint,
 )
-from .sampler import ModelFn, Step, classifier_guidance, make_generators, repaint
-from .schedule import JumpSchedule
+from .sampler import ModelFn, Step, classifier_guidance, make_generators
+from .samplers import get_sampler
+from .settings import FAST, PAPER, SamplerSettings
 
 __all__ = [
-    "SamplerSettings",
-    "SAMPLERS",
-    "register_sampler",
     "Inpainter",
     "unet_model_fn",
     "resolve_checkpoint",
@@ -40,80 +38,6 @@ __all__ = [
 ]
 
 CHECKPOINT_DIRS_ENV = "REPAINT_CHECKPOINTS"
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """How to sample. Defaults are the paper's: 250 respaced steps, jump length 10, 10 resamplings."""
-
-    steps: int = 250                  # respaced steps T (timestep_respacing is str(steps) unless given)
-    jump_length: int = 10             # j
-    jump_n_sample: int = 10           # r
-    n_sample: int = 1
-    start_resampling: int = 100_000_000
-    jump2_length: int = 1
-    jump2_n_sample: int = 1
-    jump3_length: int = 1
-    jump3_n_sample: int = 1
-    timestep_respacing: str = ""      # overrides steps, e.g. "10,10,10" or "ddim50"
-    sampler: str = "repaint"          # name in SAMPLERS
-    injection: str = "reference"      # "reference" or "paper" (see repaint.sampler)
-    paste_known: bool = True          # copy the exact known pixels into the result at the end
-    clip_denoised: bool = True
-    eta: float = 1.0                  # stochasticity of DDIM-type samplers (1 = DDPM-like)
-    options: dict = field(default_factory=dict)  # extra settings of other samplers
-
-    def respacing(self) -> str:
-        return self.timestep_respacing or str(self.steps)
-
-    def diffusion_config(self, trained: DiffusionSettings) -> DiffusionConfig:
-        return trained.diffusion_config(self.respacing())
-
-    def jump_schedule(self, t_T: int) -> JumpSchedule:
-        return JumpSchedule(
-            t_T=t_T, jump_length=self.jump_length, jump_n_sample=self.jump_n_sample, n_sample=self.n_sample,
-            start_resampling=self.start_resampling, jump2_length=self.jump2_length,
-            jump2_n_sample=self.jump2_n_sample, jump3_length=self.jump3_length, jump3_n_sample=self.jump3_n_sample,
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SamplerSettings":
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown sampler setting(s): {', '.join(unknown)}")
-        return cls(**data)
-
-
-SamplerFn = Callable[..., torch.Tensor]
-
-
-def _repaint_sampler(model, diffusion, gt, mask, *, settings, generators, cond_fn=None, callback=None):
-    """RePaint with the jump schedule (the paper's method)."""
-    times = settings.jump_schedule(diffusion.num_timesteps).times()
-    return repaint(
-        model, diffusion, times, gt, mask, generators=generators, cond_fn=cond_fn, callback=callback,
-        clip_denoised=settings.clip_denoised, injection=settings.injection, paste_known=settings.paste_known,
-    )
-
-
-SAMPLERS: dict[str, SamplerFn] = {"repaint": _repaint_sampler}
-
-
-def register_sampler(name: str, fn: SamplerFn) -> SamplerFn:
-    """Make ``fn(model, diffusion, gt, mask, *, settings, generators, cond_fn, callback)`` selectable by name."""
-    SAMPLERS[name] = fn
-    return fn
-
-
-def get_sampler(name: str) -> SamplerFn:
-    from . import fast_samplers  # noqa: F401  (registers the samplers beyond the paper)
-
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; available: {', '.join(sorted(SAMPLERS))}")
-    return SAMPLERS[name]
 
 
 def unet_model_fn(unet: torch.nn.Module, y: torch.Tensor | None = None) -> ModelFn:
@@ -170,6 +94,7 @@ class Inpainter:
     classifier: torch.nn.Module | None = None
     device: torch.device = torch.device("cpu")
     accel: Accel = Accel()  # how the networks execute (repaint.accel); the default changes nothing on CPU
+    recommended: SamplerSettings = PAPER  # the schedule a run gets unless told otherwise (repaint.settings)
     _fast: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
@@ -197,7 +122,9 @@ class Inpainter:
             clf_path, clf_preset = resolve_checkpoint(classifier)
             clf, _ = load_checkpoint(clf_path, preset=clf_preset, kind="classifier", map_location="cpu")
             clf = clf.to(device)
-        return cls(unet.to(device), config, trained, clf, device, accel)
+        # the bundled face model is small and its own recommended schedule is the fast preset (230 network calls)
+        recommended = FAST if model == "default" else PAPER
+        return cls(unet.to(device), config, trained, clf, device, accel, recommended)
 
     @property
     def image_size(self) -> int:
@@ -285,8 +212,3 @@ def _stored_diffusion(stored) -> DiffusionSettings | None:
     if isinstance(stored, dict) and isinstance(stored.get("diffusion"), dict):
         return DiffusionSettings.from_dict(stored["diffusion"])
     return None
-
-
-def with_overrides(settings: SamplerSettings, **changes) -> SamplerSettings:
-    """``settings`` with the non-None ``changes`` applied."""
-    return replace(settings, **{k: v for k, v in changes.items() if v is not None})

@@ -1,13 +1,7 @@
-"""The ``repaint`` command line: ``inpaint``, ``schedule`` and ``presets``.
-
-Thin by design: options are parsed here and handed to :mod:`repaint.pipeline`, :mod:`repaint.io`,
-:mod:`repaint.masks`, :mod:`repaint.schedule` and :mod:`repaint.conf`. Bad input ends in one line on stderr,
-``repaint: error: ...``, with exit status 2 (input or usage) or 1 (the run itself failed), and no traceback.
-"""
+"""``repaint inpaint``: images and masks from files (or a reference config) through one model."""
 
 from __future__ import annotations
 
-import functools
 import sys
 import warnings
 from dataclasses import dataclass, replace
@@ -16,13 +10,12 @@ from pathlib import Path
 import click
 import torch
 
-from .accel import PRECISIONS, Accel
-from .io import OutputDirs, OutputWriter, fit_to_size, load_image, save_image
-from .masks import MASK_KINDS, MaskError, load_mask, make_masks, mask_preview_grid, save_mask
-from .pipeline import SamplerSettings, with_overrides
-from .presets import PRESETS
-from .sampler import INJECTION_MODES, SamplingError, Step
-from .schedule import JumpSchedule
+from ..accel import PRECISIONS, Accel
+from ..io import OutputDirs, OutputWriter, fit_to_size, load_image, save_image
+from ..masks import MaskError, load_mask
+from ..sampler import INJECTION_MODES, Step
+from ..settings import FAST, SamplerSettings, with_overrides
+from .common import InputError, device_of, explicit_options, fit_mode, handles_errors
 
 # The bundled 64x64 face model gets the fast preset (T=50, j=5, r=10, resampling at t <= 20: 230 network calls, which
 # matched the paper's 2,410-call schedule on the exact Gaussian-mixture benchmark); `repaint inpaint IMAGE MASK` then
@@ -39,47 +32,6 @@ Examples:
 """
 
 
-class InputError(ValueError):
-    """Bad input found by the CLI itself (exit status 2)."""
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return " ".join(text.split())
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(f"repaint: warning: {_one_line(message)}", err=True)
-
-
-def _handles_errors(command):
-    """Library errors -> one line on stderr and exit status 2 (input) or 1 (runtime); warnings as one line."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("default")
-                warnings.showwarning = _show_warning
-                return command(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except (SamplingError, RuntimeError, OSError, MemoryError) as err:
-            click.echo(f"repaint: error: {_one_line(err)}", err=True)
-            raise click.exceptions.Exit(1) from None
-        except (ValueError, TypeError) as err:  # ImageError, MaskError, CheckpointError, ConfError are ValueErrors
-            click.echo(f"repaint: error: {_one_line(err)}", err=True)
-            raise click.exceptions.Exit(2) from None
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(package_name="repaint")
-def cli() -> None:
-    """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # repaint inpaint
 # ---------------------------------------------------------------------------------------------------------------
@@ -89,19 +41,6 @@ class _Item:
     name: str
     image: torch.Tensor   # [3, H, W] in [-1, 1]
     mask: torch.Tensor    # [1, H, W], 1 = keep
-
-
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return name
-
-
-def _fit_mode(resize: bool, crop: bool) -> str:
-    return {(False, False): "error", (True, False): "resize", (False, True): "center-crop",
-            (True, True): "resize-crop"}[(resize, crop)]
 
 
 def _load_item(image_path: Path, mask_path: Path, size: int, fit: str, invert: bool) -> _Item:
@@ -124,9 +63,7 @@ def _settings(model: str, opts: dict, explicit: set[str], base: SamplerSettings 
     """The sampler settings: conf (if any) or the model's recommended schedule, then explicit options."""
 
     if opts["fast"]:
-        from .fast_samplers import FAST_PRESET
-
-        base = FAST_PRESET
+        base = FAST
     elif base is None:
         base = SamplerSettings(**BUNDLED_DEFAULT_SCHEDULE) if model == "default" else SamplerSettings()
     schedule = {k: opts[k] for k in ("steps", "jump_length", "jump_n_sample", "start_resampling", "eta")
@@ -192,13 +129,7 @@ class _Run:
             save_image(frame.clamp(-1, 1), self.frames_dir / f"{name}_s{seed}" / f"{calls:05d}.png")
 
 
-def _explicit(ctx: click.Context) -> set[str]:
-    from click.core import ParameterSource
-
-    return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-
-
-@cli.command(epilog=EXAMPLES)
+@click.command(epilog=EXAMPLES)
 @click.argument("image", required=False, type=click.Path(path_type=Path))
 @click.argument("mask", required=False, type=click.Path(path_type=Path))
 @click.option("--model", default="default", show_default=True,
@@ -242,13 +173,13 @@ def _explicit(ctx: click.Context) -> set[str]:
 @click.option("--cuda-graphs", is_flag=True,
               help="Replay the network as a CUDA graph (CUDA only; one capture per batch shape).")
 @click.pass_context
-@_handles_errors
+@handles_errors
 def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -> None:
     """Inpaint IMAGE where MASK is black (white = keep), writing PNGs under --out."""
-    from .conf import load_inpainter, parse_conf, read_conf
-    from .pipeline import Inpainter
+    from ..conf import load_inpainter, parse_conf, read_conf
+    from ..pipeline import Inpainter
 
-    explicit = _explicit(ctx)
+    explicit = explicit_options(ctx)
     conf = parse_conf(read_conf(opts["conf_file"])) if opts["conf_file"] else None
     if conf is not None and conf.unknown:
         warnings.warn(f"config keys not understood, ignored: {', '.join(conf.unknown)}", stacklevel=1)
@@ -257,7 +188,7 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     if conf is not None and image is None and not conf.data:
         raise click.UsageError("the config has no data.eval entry; give IMAGE and MASK")
 
-    device = _device(opts["device"] if "device" in explicit or conf is None or not conf.device else conf.device)
+    device = device_of(opts["device"] if "device" in explicit or conf is None or not conf.device else conf.device)
     model = opts["model"]
     if opts["cuda_graphs"] and torch.device(device).type != "cuda":
         raise InputError(f"--cuda-graphs needs a CUDA device, not {device}")
@@ -276,7 +207,7 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
         raise InputError(f"--class-label {label} is out of range 0..{inpainter.num_classes - 1}")
     scale = opts["classifier_scale"] if "classifier_scale" in explicit or conf is None else conf.classifier_scale
 
-    size, fit = inpainter.image_size, _fit_mode(opts["resize"], opts["crop"])
+    size, fit = inpainter.image_size, fit_mode(opts["resize"], opts["crop"])
     if image is not None:
         groups = [([_load_item(image, mask, size, fit, opts["invert_mask"])], OutputDirs.under(opts["out_dir"]), None)]
     else:
@@ -324,165 +255,3 @@ def _progress(total):
     return tqdm(total=total, unit="call", desc="inpainting", file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# repaint schedule / presets
-# ---------------------------------------------------------------------------------------------------------------
-
-@cli.command(epilog="\b\nExample:\n  repaint schedule --t-T 250 --jump-length 10 --jump-n-sample 10 --plot schedule.png")
-@click.option("--t-T", "t_T", type=int, default=250, show_default=True, help="Respaced steps the walk starts from.")
-@click.option("--jump-length", type=int, default=10, show_default=True)
-@click.option("--jump-n-sample", type=int, default=10, show_default=True)
-@click.option("--n-sample", type=int, default=1, show_default=True)
-@click.option("--start-resampling", type=int, default=100_000_000, show_default=True,
-              help="Resample only at t <= this.")
-@click.option("--jump2-length", type=int, default=1, show_default=True)
-@click.option("--jump2-n-sample", type=int, default=1, show_default=True)
-@click.option("--jump3-length", type=int, default=1, show_default=True)
-@click.option("--jump3-n-sample", type=int, default=1, show_default=True)
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a PNG of t over the transition index (needs matplotlib).")
-@_handles_errors
-def schedule(plot: Path | None, **params) -> None:
-    """Print the network-call count of a RePaint jump schedule."""
-    times = JumpSchedule(**params).times()
-    transitions = len(times) - 1
-    calls = JumpSchedule(**params).network_calls()
-    click.echo(f"network calls: {calls}")
-    click.echo(f"transitions: {transitions} ({transitions - calls} forward re-noising steps)")
-    if plot is not None:
-        _plot_schedule(times, plot, params)
-        click.echo(f"plot: {plot}")
-
-
-def _plot_schedule(times: list[int], path: Path, params: dict) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("--plot needs matplotlib: pip install 'repaint[plot]'") from None
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
-    ax.plot(range(len(times)), times, linewidth=0.8)
-    ax.set_xlabel("transition")
-    ax.set_ylabel("t")
-    ax.set_title(f"t_T={params['t_T']}, jump_length={params['jump_length']}, jump_n_sample={params['jump_n_sample']}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    plt.close(fig)
-
-
-@cli.command()
-def presets() -> None:
-    """List the official checkpoints known by name, their files and where they are published."""
-    for p in PRESETS.values():
-        click.echo(f"{p.name:24s} {p.kind:10s} {p.filename:28s} {p.description}")
-        click.echo(f"{'':24s} published: {p.published}")
-    click.echo(f"{'default':24s} {'unet':10s} {'face64.safetensors':28s} the bundled 64x64 face model")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# repaint masks
-# ---------------------------------------------------------------------------------------------------------------
-
-@cli.command(epilog="\b\nExamples:\n  repaint masks wide --n 100 --size 256 --seed 0 --out masks/wide\n"
-                    "  repaint masks half --n 1 --size 64 --side top --out masks/top")
-@click.argument("kind", type=click.Choice(sorted(MASK_KINDS)))
-@click.option("--n", "count", type=click.IntRange(min=1), default=100, show_default=True, help="Number of masks.")
-@click.option("--size", type=click.IntRange(min=8), default=256, show_default=True, help="Side of the square mask.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Mask i uses seed (SEED, i): sets are stable.")
-@click.option("--side", type=click.Choice(["left", "right", "top", "bottom"]), default=None,
-              help="For 'half': the half that is kept (default left).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for 000000.png, 000001.png, ... (white = keep) and preview.png.")
-@click.option("--preview/--no-preview", default=True, show_default=True, help="Also write a grid of the masks.")
-@_handles_errors
-def masks(kind: str, count: int, size: int, seed: int, side: str | None, out_dir: Path, preview: bool) -> None:
-    """Write a deterministic set of masks of one of the paper's six settings."""
-    kwargs = {"side": side} if side is not None else {}
-    if side is not None and kind != "half":
-        raise InputError("--side only applies to the 'half' masks")
-    made = make_masks(kind, count, size, seed, **kwargs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i, mask in enumerate(made):
-        save_mask(mask, out_dir / f"{i:06d}.png")
-    filled = 1 - made.mean().item()
-    click.echo(f"wrote {count} {kind} masks ({size}x{size}, {filled:.1%} to fill on average) to {out_dir}")
-    if preview:
-        mask_preview_grid(made[:64], out_dir / "preview.png")
-        click.echo(f"preview: {out_dir / 'preview.png'}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# repaint validate
-# ---------------------------------------------------------------------------------------------------------------
-
-@cli.command(epilog="\b\nExamples:\n  repaint validate --steps 250 --jump-length 10 --jump-n-sample 10\n"
-                    "  repaint validate --fast\n  repaint validate --sampler ddnm --steps 20 --jump-length 4 "
-                    "--jump-n-sample 14")
-@click.option("--sampler", default="repaint", show_default=True, help="repaint, ddim_repaint, ddnm, sdedit_repeat.")
-@click.option("--fast", is_flag=True, help="Start from the fast preset (options given here override it).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Respaced steps T (default 250).")
-@click.option("--jump-length", type=click.IntRange(min=1), default=None, help="j (default 10).")
-@click.option("--jump-n-sample", "--resamplings", "jump_n_sample", type=click.IntRange(min=1), default=None,
-              help="r (default 10).")
-@click.option("--start-resampling", type=click.IntRange(min=0), default=None)
-@click.option("--eta", type=click.FloatRange(min=0), default=None)
-@click.option("--n", "count", type=click.IntRange(min=10), default=1000, show_default=True,
-              help="Fills drawn (one seed each).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@_handles_errors
-def validate(sampler: str, fast: bool, count: int, seed: int, **schedule) -> None:
-    """Score a sampler against the exact answer on a Gaussian-mixture inpainting problem (docs/fidelity.md)."""
-    from .fast_samplers import FAST_PRESET
-    from .gmm import validate as run_validation
-    from .pipeline import SamplerSettings, with_overrides
-
-    base = FAST_PRESET if fast else SamplerSettings()
-    settings = with_overrides(base, sampler=sampler if sampler != "repaint" or not fast else None, **schedule)
-    result = run_validation(settings, n=count, seed=seed)
-    click.echo(f"{settings.sampler}: {result['calls']} network calls per image, {result['seconds']:.1f} s")
-    click.echo(f"  wrong-component share (TV of weights): {result['component_tv']:.4f}")
-    click.echo(f"  error of the conditional mean:         {result['mean_error']:.4f}")
-    click.echo(f"  sliced Wasserstein to exact samples:   {result['sliced_w2']:.4f}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# repaint train / export  (options are those of repaint.training's parser, passed through)
-# ---------------------------------------------------------------------------------------------------------------
-
-_PASS_THROUGH = dict(ignore_unknown_options=True, allow_extra_args=True, help_option_names=[])
-
-
-@cli.command(context_settings=_PASS_THROUGH, add_help_option=False)
-@click.pass_context
-@_handles_errors
-def train(ctx: click.Context) -> None:
-    """Train (or resume) an ADM UNet on a folder or .tar of images: repaint train DATA --out DIR [...]; --help."""
-    from .training import main as training_main
-
-    raise click.exceptions.Exit(training_main(["train", *ctx.args]))
-
-
-@cli.command(context_settings=_PASS_THROUGH, add_help_option=False)
-@click.pass_context
-@_handles_errors
-def export(ctx: click.Context) -> None:
-    """Write a training checkpoint's EMA weights as .safetensors: repaint export CHECKPOINT OUT [--fp32]."""
-    from .training import main as training_main
-
-    raise click.exceptions.Exit(training_main(["export", *ctx.args]))
-
-
-def main() -> None:
-    import importlib
-
-    from . import cli_eval  # noqa: F401  (registers evaluate / eval / ablate)
-
-    # the group of the imported module, also when this file runs as __main__ (python -m repaint.cli)
-    importlib.import_module("repaint.cli").cli(prog_name="repaint")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,13 +1,14 @@
-"""``repaint evaluate`` and ``repaint ablate ...``: thin commands over :mod:`repaint.evaluate` and
-:mod:`repaint.experiments`, registered onto the ``repaint`` group when this module is imported."""
+"""``repaint evaluate`` (alias ``eval``) and ``repaint ablate ...``: thin commands over :mod:`repaint.evaluate` and
+:mod:`repaint.experiments`."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
 
-from .cli import _device, _fit_mode, _handles_errors, cli
+from .common import device_of, fit_mode, handles_errors
 
 EVAL_EXAMPLES = """
 \b
@@ -48,12 +49,12 @@ def _eval_kwargs(opts: dict) -> dict:
     return dict(
         masks=list(opts.pop("masks")), n_samples=opts.pop("n_samples"), seed=opts.pop("seed"),
         mask_seed=opts.pop("mask_seed"), batch_size=opts.pop("batch_size"), lpips_weights=opts.pop("lpips_weights"),
-        fit=_fit_mode(opts.pop("resize"), opts.pop("crop")), classifier=opts.pop("classifier"),
-        device=None if device == "auto" else _device(device),
+        fit=fit_mode(opts.pop("resize"), opts.pop("crop")), classifier=opts.pop("classifier"),
+        device=None if device == "auto" else device_of(device),
     )
 
 
-@cli.command("evaluate", epilog=EVAL_EXAMPLES)
+@click.command("evaluate", epilog=EVAL_EXAMPLES)
 @_common
 @click.option("--steps", type=click.IntRange(min=1), default=250, show_default=True, help="Respaced steps T.")
 @click.option("--jump-length", type=click.IntRange(min=1), default=10, show_default=True, help="j.")
@@ -62,38 +63,35 @@ def _eval_kwargs(opts: dict) -> dict:
 @click.option("--metrics", multiple=True, default=("lpips", "psnr", "ssim"), show_default=True)
 @click.option("--paper", type=click.Choice(["celebahq", "imagenet"]), default=None,
               help="Show the published LPIPS of this dataset next to ours.")
-@_handles_errors
+@handles_errors
 def evaluate_command(images: Path, out_dir: Path, model: str, steps: int, jump_length: int, jump_n_sample: int,
                      metrics: tuple, paper: str | None, **opts) -> None:
     """Inpaint every image of IMAGES under each mask setting; write outputs and a Table 1 style report."""
-    from .evaluate import evaluate
-    from .pipeline import SamplerSettings
+    from ..evaluate import evaluate
+    from ..settings import SamplerSettings
 
     settings = SamplerSettings(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample)
     report = evaluate(images, out_dir, model, settings=settings, metrics=metrics, paper=paper, **_eval_kwargs(opts))
     click.echo(f"report: {out_dir / 'report.md'}" + ("" if report.complete else " (incomplete)"))
 
 
-cli.add_command(evaluate_command, "eval")  # the short name used in the docs
-
-
-@cli.group()
+@click.group()
 def ablate() -> None:
     """The paper's ablations (Tables 2-4), each one table under --out."""
 
 
 def _ablation(name: str, fn_name: str, extra):
     @_common
-    @_handles_errors
+    @handles_errors
     def command(images: Path, out_dir: Path, model: str, **opts) -> None:
-        from . import experiments
+        from .. import experiments
 
         specific = {key: opts.pop(key) for key in list(opts) if key in extra}
         specific = {k: (tuple(v) if isinstance(v, tuple) else v) for k, v in specific.items() if v not in ((), None)}
         table = getattr(experiments, fn_name)(images, out_dir, model, **specific, **_eval_kwargs(opts))
         click.echo(table.markdown())
 
-    command.__doc__ = getattr(__import__("repaint.experiments", fromlist=[fn_name]), fn_name).__doc__.split("\n")[0]
+    command.__doc__ = getattr(importlib.import_module("repaint.experiments"), fn_name).__doc__.split("\n")[0]
     for option in extra.values():
         command = option(command)
     return ablate.command(name)(command)

@@ -1,0 +1,67 @@
+"""What every command shares: one-line errors and warnings, the device choice, which options were given."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import click
+import torch
+
+from ..sampler import SamplingError
+
+__all__ = ["InputError", "handles_errors", "device_of", "fit_mode", "explicit_options"]
+
+
+class InputError(ValueError):
+    """Bad input found by the CLI itself (exit status 2)."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return " ".join(text.split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"repaint: warning: {_one_line(message)}", err=True)
+
+
+def handles_errors(command):
+    """Library errors -> one line on stderr and exit status 2 (input) or 1 (runtime); warnings as one line."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (SamplingError, RuntimeError, OSError, MemoryError) as err:
+            click.echo(f"repaint: error: {_one_line(err)}", err=True)
+            raise click.exceptions.Exit(1) from None
+        except (ValueError, TypeError) as err:  # ImageError, MaskError, CheckpointError, ConfError are ValueErrors
+            click.echo(f"repaint: error: {_one_line(err)}", err=True)
+            raise click.exceptions.Exit(2) from None
+
+    return wrapper
+
+
+def device_of(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return name
+
+
+def fit_mode(resize: bool, crop: bool) -> str:
+    return {(False, False): "error", (True, False): "resize", (False, True): "center-crop",
+            (True, True): "resize-crop"}[(resize, crop)]
+
+
+def explicit_options(ctx: click.Context) -> set[str]:
+    from click.core import ParameterSource
+
+    return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}

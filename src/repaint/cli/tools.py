@@ -1,0 +1,135 @@
+"""``repaint schedule``, ``presets``, ``masks`` and ``validate``: small tools over the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..masks import MASK_KINDS, make_masks, mask_preview_grid, save_mask
+from ..presets import PRESETS
+from ..schedule import JumpSchedule
+from .common import InputError, handles_errors
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# repaint schedule / presets
+# ---------------------------------------------------------------------------------------------------------------
+
+@click.command(epilog="\b\nExample:\n  repaint schedule --t-T 250 --jump-length 10 --jump-n-sample 10 --plot schedule.png")
+@click.option("--t-T", "t_T", type=int, default=250, show_default=True, help="Respaced steps the walk starts from.")
+@click.option("--jump-length", type=int, default=10, show_default=True)
+@click.option("--jump-n-sample", type=int, default=10, show_default=True)
+@click.option("--n-sample", type=int, default=1, show_default=True)
+@click.option("--start-resampling", type=int, default=100_000_000, show_default=True,
+              help="Resample only at t <= this.")
+@click.option("--jump2-length", type=int, default=1, show_default=True)
+@click.option("--jump2-n-sample", type=int, default=1, show_default=True)
+@click.option("--jump3-length", type=int, default=1, show_default=True)
+@click.option("--jump3-n-sample", type=int, default=1, show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG of t over the transition index (needs matplotlib).")
+@handles_errors
+def schedule(plot: Path | None, **params) -> None:
+    """Print the network-call count of a RePaint jump schedule."""
+    times = JumpSchedule(**params).times()
+    transitions = len(times) - 1
+    calls = JumpSchedule(**params).network_calls()
+    click.echo(f"network calls: {calls}")
+    click.echo(f"transitions: {transitions} ({transitions - calls} forward re-noising steps)")
+    if plot is not None:
+        _plot_schedule(times, plot, params)
+        click.echo(f"plot: {plot}")
+
+
+def _plot_schedule(times: list[int], path: Path, params: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("--plot needs matplotlib: pip install 'repaint[plot]'") from None
+    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+    ax.plot(range(len(times)), times, linewidth=0.8)
+    ax.set_xlabel("transition")
+    ax.set_ylabel("t")
+    ax.set_title(f"t_T={params['t_T']}, jump_length={params['jump_length']}, jump_n_sample={params['jump_n_sample']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+@click.command()
+def presets() -> None:
+    """List the official checkpoints known by name, their files and where they are published."""
+    for p in PRESETS.values():
+        click.echo(f"{p.name:24s} {p.kind:10s} {p.filename:28s} {p.description}")
+        click.echo(f"{'':24s} published: {p.published}")
+    click.echo(f"{'default':24s} {'unet':10s} {'face64.safetensors':28s} the bundled 64x64 face model")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# repaint masks
+# ---------------------------------------------------------------------------------------------------------------
+
+@click.command(epilog="\b\nExamples:\n  repaint masks wide --n 100 --size 256 --seed 0 --out masks/wide\n"
+                    "  repaint masks half --n 1 --size 64 --side top --out masks/top")
+@click.argument("kind", type=click.Choice(sorted(MASK_KINDS)))
+@click.option("--n", "count", type=click.IntRange(min=1), default=100, show_default=True, help="Number of masks.")
+@click.option("--size", type=click.IntRange(min=8), default=256, show_default=True, help="Side of the square mask.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Mask i uses seed (SEED, i): sets are stable.")
+@click.option("--side", type=click.Choice(["left", "right", "top", "bottom"]), default=None,
+              help="For 'half': the half that is kept (default left).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for 000000.png, 000001.png, ... (white = keep) and preview.png.")
+@click.option("--preview/--no-preview", default=True, show_default=True, help="Also write a grid of the masks.")
+@handles_errors
+def masks(kind: str, count: int, size: int, seed: int, side: str | None, out_dir: Path, preview: bool) -> None:
+    """Write a deterministic set of masks of one of the paper's six settings."""
+    kwargs = {"side": side} if side is not None else {}
+    if side is not None and kind != "half":
+        raise InputError("--side only applies to the 'half' masks")
+    made = make_masks(kind, count, size, seed, **kwargs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, mask in enumerate(made):
+        save_mask(mask, out_dir / f"{i:06d}.png")
+    filled = 1 - made.mean().item()
+    click.echo(f"wrote {count} {kind} masks ({size}x{size}, {filled:.1%} to fill on average) to {out_dir}")
+    if preview:
+        mask_preview_grid(made[:64], out_dir / "preview.png")
+        click.echo(f"preview: {out_dir / 'preview.png'}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# repaint validate
+# ---------------------------------------------------------------------------------------------------------------
+
+@click.command(epilog="\b\nExamples:\n  repaint validate --steps 250 --jump-length 10 --jump-n-sample 10\n"
+                    "  repaint validate --fast\n  repaint validate --sampler ddnm --steps 20 --jump-length 4 "
+                    "--jump-n-sample 14")
+@click.option("--sampler", default="repaint", show_default=True, help="repaint, ddim_repaint, ddnm, sdedit_repeat.")
+@click.option("--fast", is_flag=True, help="Start from the fast preset (options given here override it).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Respaced steps T (default 250).")
+@click.option("--jump-length", type=click.IntRange(min=1), default=None, help="j (default 10).")
+@click.option("--jump-n-sample", "--resamplings", "jump_n_sample", type=click.IntRange(min=1), default=None,
+              help="r (default 10).")
+@click.option("--start-resampling", type=click.IntRange(min=0), default=None)
+@click.option("--eta", type=click.FloatRange(min=0), default=None)
+@click.option("--n", "count", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Fills drawn (one seed each).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@handles_errors
+def validate(sampler: str, fast: bool, count: int, seed: int, **schedule) -> None:
+    """Score a sampler against the exact answer on a Gaussian-mixture inpainting problem (docs/fidelity.md)."""
+    from ..gmm import validate as run_validation
+    from ..settings import FAST, PAPER, with_overrides
+
+    base = FAST if fast else PAPER
+    settings = with_overrides(base, sampler=sampler if sampler != "repaint" or not fast else None, **schedule)
+    result = run_validation(settings, n=count, seed=seed)
+    click.echo(f"{settings.sampler}: {result['calls']} network calls per image, {result['seconds']:.1f} s")
+    click.echo(f"  wrong-component share (TV of weights): {result['component_tv']:.4f}")
+    click.echo(f"  error of the conditional mean:         {result['mean_error']:.4f}")
+    click.echo(f"  sliced Wasserstein to exact samples:   {result['sliced_w2']:.4f}")
