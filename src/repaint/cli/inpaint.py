@@ -46,7 +46,7 @@ def _label_for(seed: int, classes: int) -> int:
 @click.argument("image", required=False, type=click.Path(path_type=Path))
 @click.argument("mask", required=False, type=click.Path(path_type=Path))
 @click.option("--model", default="default", show_default=True,
-              help='Checkpoint: "default" (the bundled 64x64 face model), a preset name or a file path.')
+              help='Checkpoint: "default" (the bundled 64x64 face model), a preset name, a file or a diffusers folder.')
 @click.option("--preset", default=None, help="Force the architecture of a preset for a checkpoint file.")
 @schedule_options
 @click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
