@@ -146,7 +146,7 @@ def resampling_vs_slowdown(
     model, _ = load_model(model, shard(device).device, eval_kwargs.pop("classifier", None))  # loaded once
     configs = []
     for r in resamplings:
-        calls = JumpSchedule(t_T, jump_length, r).network_calls()
+        calls = JumpSchedule(t_T, jump_length=jump_length, jump_n_sample=r).network_calls()
         _check_steps(calls, model)
         resample = SamplerSettings(**{**base.to_dict(), "steps": t_T, "timestep_respacing": "", "sampler": "repaint",
                                       "jump_length": jump_length, "jump_n_sample": r})
@@ -170,7 +170,7 @@ def jump_grid(
         for r in resamplings:
             settings = SamplerSettings(**{**base.to_dict(), "steps": t_T, "timestep_respacing": "",
                                           "sampler": "repaint", "jump_length": j, "jump_n_sample": r})
-            calls = JumpSchedule(t_T, j, r).network_calls()
+            calls = JumpSchedule(t_T, jump_length=j, jump_n_sample=r).network_calls()
             configs.append(Config(f"T{t_T}_j{j}_r{r}", settings, {"T": t_T, "j": j, "r": r, "network calls": calls}))
     return run_configs(configs, images_dir, out_dir, model, device=device, stem="jump_grid",
                        title="Jump length j and resamplings r (Table 3)", **eval_kwargs)
@@ -195,7 +195,7 @@ def sdedit_alternative(
                               {"method": f"T/2 -> 0 repeated (restart {restart})", "repeats": k, "network calls": calls}))
     settings = SamplerSettings(**{**base.to_dict(), "steps": t_T, "timestep_respacing": "", "sampler": "repaint",
                                   "jump_length": repaint_jump_length, "jump_n_sample": repaint_resamplings})
-    calls = JumpSchedule(t_T, repaint_jump_length, repaint_resamplings).network_calls()
+    calls = JumpSchedule(t_T, jump_length=repaint_jump_length, jump_n_sample=repaint_resamplings).network_calls()
     configs.append(Config(f"repaint_T{t_T}_j{repaint_jump_length}_r{repaint_resamplings}", settings,
                           {"method": f"RePaint (j={repaint_jump_length}, r={repaint_resamplings})", "repeats": "-",
                            "network calls": calls}))
