@@ -249,3 +249,15 @@ def test_saved_diffusion_settings_travel_with_the_weights(tmp_path):
     _, stored = read_checkpoint(path)
     assert DiffusionSettings.from_dict(stored["diffusion"]) == settings
     assert load_checkpoint(path)[1] == config
+
+
+@pytest.mark.parametrize("kind", [None, "unet", "classifier"])
+def test_unrelated_weights_are_not_called_a_classifier(tmp_path, kind):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"encoder.layer.0.weight": torch.zeros(4, 4), "decoder.bias": torch.zeros(4)}, str(path))
+    with pytest.raises(CheckpointError, match="not a guided-diffusion UNet or classifier") as error:
+        load_checkpoint(path, kind=kind)
+    assert "classifier state dict" not in str(error.value) and "decoder.bias" in str(error.value)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)

@@ -479,9 +479,22 @@ def infer_classifier_config(state_dict: Mapping[str, torch.Tensor], image_size: 
     return found[0]
 
 
+_NETWORK_KEYS = ("time_embed.0.weight", "input_blocks.0.0.weight")  # every ADM UNet and classifier has these
+
+
 def detect_kind(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """"unet" if the weights have a decoder (output_blocks), else "classifier"."""
-    return "unet" if any(k.startswith("output_blocks.") for k in state_dict) else "classifier"
+    """"unet" if the weights have a decoder (output_blocks), "classifier" if they are an encoder with a head;
+    a :class:`CheckpointError` for weights of anything else (naming a few of their keys)."""
+    keys = list(state_dict)
+    if not all(k in state_dict for k in _NETWORK_KEYS):
+        raise CheckpointError(f"not a guided-diffusion UNet or classifier: no {' / '.join(_NETWORK_KEYS)} among "
+                              f"its {len(keys)} tensors (first keys: {_first(sorted(keys))})")
+    if any(k.startswith("output_blocks.") for k in keys):
+        return "unet"
+    if any(k.startswith("out.") for k in keys):
+        return "classifier"
+    raise CheckpointError(f"not a guided-diffusion UNet or classifier: an encoder without output_blocks or an out "
+                          f"head ({len(keys)} tensors)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -616,14 +629,18 @@ def load_checkpoint(
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     state_dict, stored = contents if contents is not None else read_checkpoint(path, map_location)
-    if kind is not None and kind != detect_kind(state_dict):
-        raise CheckpointError(f"{path} holds a {detect_kind(state_dict)} state dict, not a {kind}")
+    try:
+        found = detect_kind(state_dict)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    if kind is not None and kind != found:
+        raise CheckpointError(f"{path} holds a {found} state dict, not a {kind}")
     try:
         config, source = _choose_config(state_dict, stored, preset, kind, dict(overrides))
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    if config_kind(config) != detect_kind(state_dict):
-        raise CheckpointError(f"{path} holds a {detect_kind(state_dict)} state dict, but {source} is a {config_kind(config)}")
+    if config_kind(config) != found:
+        raise CheckpointError(f"{path} holds a {found} state dict, but {source} is a {config_kind(config)}")
     problem = describe_mismatch(_shapes(state_dict), expected_shapes(config))
     if problem:
         raise CheckpointError(f"{path} does not fit {source} {_summary(config)}: {problem}")
