@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from torch import nn
 from .data import ImageDataset, batches_per_epoch, epoch_batches
 from .diffusion import Diffusion, DiffusionConfig
 from .models.nn import AttentionBlock, ResBlock
-from .presets import DiffusionSettings, UNetConfig, build_model, config_record, save_checkpoint
+from .presets import CheckpointError, DiffusionSettings, UNetConfig, build_model, config_record, save_checkpoint
 
 __all__ = [
     "FACE64_UNET",
@@ -355,24 +356,76 @@ def _save_training_checkpoint(state: dict[str, Any], out: Path, keep: int) -> Pa
     return path
 
 
+_CHECKPOINT_KEYS = ("step", "model", "ema", "optimizer", "train_config")
+
+
 def load_training_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """A training checkpoint's dict (``weights_only`` load): model, ema, optimizer, scaler, step, configs."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    """A training checkpoint's dict (``weights_only`` load): model, ema, optimizer, scaler, step, configs.
+
+    A missing, damaged or foreign file raises :class:`CheckpointError` (a ValueError) with one line naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # pickle, zip and torch raise many types for a damaged file
+        reason = " ".join(str(error).split()).split(". ")[0][:160] or type(error).__name__
+        raise CheckpointError(f"cannot read training checkpoint {path} (damaged or not a torch file): "
+                              f"{type(error).__name__}: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a repaint training checkpoint ({CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{path} is not a repaint training checkpoint ({CHECKPOINT_FORMAT})")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"training checkpoint {path} is incomplete: no {', '.join(missing)}")
     return state
 
 
-def _resume_path(config: TrainConfig) -> Path | None:
+def _load_resume_state(config: TrainConfig, device: torch.device, main: bool) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from and its state, or None for a fresh run.
+
+    ``resume="auto"`` takes the newest readable checkpoint of the run folder: a damaged one (a crash while the disk
+    filled, a bad copy) is renamed ``*.pt.corrupt`` with a warning and the one before it is used, so finished work is
+    not lost. A checkpoint named explicitly must be readable.
+    """
     if config.resume in ("", "none", None):
         return None
-    if config.resume == "auto":
-        found = list_checkpoints(config.out)
-        return found[-1] if found else None
-    path = Path(config.resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"resume checkpoint not found: {path}")
-    return path
+    if config.resume != "auto":
+        return Path(config.resume), load_training_checkpoint(config.resume, map_location=device)
+    found = list_checkpoints(config.out)
+    for path in reversed(found):
+        try:
+            return path, load_training_checkpoint(path, map_location=device)
+        except CheckpointError as error:
+            if main:
+                path.replace(path.with_name(path.name + ".corrupt"))
+            warnings.warn(f"{error}; set aside as {path.name}.corrupt, resuming from the checkpoint before it",
+                          stacklevel=2)
+    if found:
+        raise CheckpointError(f"no readable checkpoint in {config.out} (damaged ones were renamed *.corrupt); "
+                              "pass --resume none to start the run again")
+    return None
+
+
+def _trim_log(out: Path, step: int) -> None:
+    """Drop log.jsonl lines of steps after ``step`` (logged after the checkpoint a resume starts from), so the log
+    of a resumed run has every step once."""
+    log = out / "log.jsonl"
+    if not log.is_file():
+        return
+    lines = log.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) != len(lines):
+        tmp = log.with_name(".log.jsonl.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, log)
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a torn last line of a killed run
 
 
 _MUST_MATCH = ("model", "diffusion", "batch_size", "seed", "data", "flip")
@@ -511,8 +564,6 @@ def train(config: TrainConfig) -> TrainResult:
     dataset = ImageDataset(config.data, config.model.image_size, flip=config.flip, seed=config.seed)
     batches_per_epoch(len(dataset), config.batch_size, d.world)  # too few images: an error before any file is written
     out = Path(config.out)
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
     diffusion = Diffusion(DiffusionConfig(config.diffusion.steps, config.diffusion.noise_schedule, "",
                                           config.diffusion.learn_sigma), d.device)
     torch.manual_seed(config.seed)
@@ -524,9 +575,9 @@ def train(config: TrainConfig) -> TrainResult:
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
 
     step, last_loss = 0, float("nan")
-    resume = _resume_path(config)
-    if resume is not None:
-        state = load_training_checkpoint(resume, map_location=d.device)
+    resumed = _load_resume_state(config, d.device, d.main)
+    if resumed is not None:
+        resume, state = resumed
         _check_resumable(state["train_config"], config, resume)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -534,7 +585,14 @@ def train(config: TrainConfig) -> TrainResult:
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         step, last_loss = state["step"], state.get("loss") or float("nan")
-        if d.main:
+
+    # The first batch is read before the run folder exists: data that cannot be read at all leaves nothing behind.
+    batches = _batches(dataset, config, d, step)
+    first_batch = next(batches)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resumed is not None:
+            _trim_log(out, step)
             print(f"resumed {resume} at step {step}", flush=True)
 
     net = model
@@ -574,10 +632,10 @@ def train(config: TrainConfig) -> TrainResult:
               f"from step {step} to {config.steps}", flush=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
-    batches = _batches(dataset, config, d, step)
     with _Stopper() as stopper:
         while step < config.steps:
-            x_start = next(batches).to(d.device, non_blocking=True)
+            x_start, first_batch = (first_batch if first_batch is not None else next(batches)), None
+            x_start = x_start.to(d.device, non_blocking=True)
             if config.channels_last:
                 x_start = x_start.contiguous(memory_format=torch.channels_last)
             seed = _step_seed(config.seed, d.rank, step)
@@ -633,6 +691,10 @@ def train(config: TrainConfig) -> TrainResult:
                 break
     if checkpoint is None:  # nothing left to train (resumed at the end, or steps=0)
         checkpoint = save()
+    if dataset.unreadable and d.main:
+        warnings.warn(f"{len(dataset.unreadable)} unreadable training image(s) were skipped (each replaced by the "
+                      f"next readable one): {', '.join(sorted(dataset.unreadable)[:3])}"
+                      f"{', ...' if len(dataset.unreadable) > 3 else ''}", stacklevel=2)
     if d.world > 1:
         dist.barrier()
         if d.owns_group:
