@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import socket
 
 import numpy as np
@@ -18,7 +19,6 @@ from repaint.training import (
     hybrid_loss,
     list_checkpoints,
     load_training_checkpoint,
-    main,
     normal_kl,
     sample,
     train,
@@ -238,19 +238,53 @@ def test_export_loads_like_an_official_model(image_folder, tmp_path):
 
 
 def test_command_line_trains_and_exports(image_folder, tmp_path):
+    from click.testing import CliRunner
+
+    from repaint.cli import cli
+
     args = ["train", str(image_folder), "--out", str(tmp_path), "--steps", "1", "--batch-size", "4",
             "--image-size", "16", "--channel-mult", "1,1", "--attention-resolutions", "8", "--sample-interval", "0",
-            "--diffusion-steps", "50", "--device", "cpu"]
-    assert main(args) == 0
+            "--diffusion-steps", "50", "--device", "cpu", "--no-flip"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
     (checkpoint,) = list_checkpoints(tmp_path)
-    assert main(["export", str(checkpoint), str(tmp_path / "m.safetensors")]) == 0
+    config = TrainConfig.from_dict(load_training_checkpoint(checkpoint)["train_config"])
+    assert config.model.channel_mult == (1, 1) and config.diffusion.steps == 50 and config.flip is False
+    assert config.lr == TrainConfig(data="", out="").lr  # an option not given keeps the library's default
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 0, result.output
     assert (tmp_path / "m.safetensors").exists()
 
 
-def test_command_line_reports_bad_data_in_one_line(tmp_path, capsys):
-    assert main(["train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: training data must be") and err.count("\n") == 1
+def test_train_help_shows_every_setting_with_the_library_default():
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from repaint.cli import cli
+
+    output = CliRunner().invoke(cli, ["train", "--help"]).output
+    text = "".join(output.split())  # help lines wrap; compare without white space
+    defaults = TrainConfig(data="", out="")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "out", "model", "diffusion"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        shown = (flag[2:] if value else "no-" + flag[2:]) if isinstance(value, bool) else str(value)
+        found = re.search(re.escape(flag) + r"(?![a-z-]).*?\[default:([^;\]]*)", text)
+        assert found and found.group(1) == shown, f.name
+    assert "Examples:" in output and "repaint train my_images/ --out runs/mine" in output
+
+
+def test_command_line_reports_bad_data_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from repaint.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.startswith("repaint: error: training data must be") and result.output.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
 

@@ -69,7 +69,7 @@ class ImageDataset(torch.utils.data.Dataset):
         elif self.path.is_file() and tarfile.is_tarfile(self.path):
             self.names, self._blobs = _tar_members(self.path)
         else:
-            raise FileNotFoundError(f"training data must be a folder of images or a .tar of them: {self.path}")
+            raise ValueError(f"training data must be a folder of images or a .tar of them: {self.path}")
         if not self.names:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {self.path}")
 

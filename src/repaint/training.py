@@ -11,7 +11,7 @@ timesteps and the noise (and the global RNG, for dropout), and the data order is
 (:mod:`repaint.data`). Resuming from step ``s`` therefore replays exactly what an uninterrupted run does after ``s``,
 and no RNG state needs to be stored.
 
-Run it as ``python -m repaint.training train DATA --out DIR`` (see ``--help``) or from Python::
+Run it as ``repaint train DATA --out DIR`` (see ``repaint train --help``) or from Python::
 
     from repaint.training import TrainConfig, train, export_ema
     result = train(TrainConfig(data="faces.tar", out="runs/faces", steps=20_000))
@@ -20,14 +20,12 @@ Run it as ``python -m repaint.training train DATA --out DIR`` (see ``--help``) o
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -63,7 +61,6 @@ __all__ = [
     "train",
     "load_training_checkpoint",
     "export_ema",
-    "main",
 ]
 
 CHECKPOINT_FORMAT = "repaint-train-1"
@@ -445,6 +442,8 @@ def export_ema(
 
     The file loads like a released model: ``Inpainter.load(out)`` / ``repaint inpaint --model out``.
     """
+    if Path(out).suffix != ".safetensors":
+        raise CheckpointError(f"the exported file must end in .safetensors (that is its format), got {out}")
     state = load_training_checkpoint(checkpoint)
     train_config = TrainConfig.from_dict(state["train_config"])
     model = build_model(train_config.model)
@@ -716,85 +715,3 @@ def _write_samples(ema: nn.Module, config: TrainConfig, out: Path, step: int, de
     images = sample(lambda x, t: ema(x, t), config.diffusion, (config.sample_count, channels, size, size),
                     config.sample_steps, seed=config.seed, device=device)
     return save_grid(images, out / "samples" / f"step_{step:08d}.png", ncol=int(math.ceil(config.sample_count ** 0.5)))
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line (``python -m repaint.training``); the ``repaint train`` command calls :func:`train` likewise.
-
-
-def _model_config(args: argparse.Namespace) -> UNetConfig:
-    changes = {
-        "image_size": args.image_size, "model_channels": args.model_channels, "num_res_blocks": args.num_res_blocks,
-        "channel_mult": args.channel_mult, "attention_resolutions": args.attention_resolutions,
-        "dropout": args.dropout, "num_head_channels": args.num_head_channels,
-    }
-    return FACE64_UNET.replace(**{k: v for k, v in changes.items() if v is not None})
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m repaint.training",
-        description="Train an ADM UNet on a folder or .tar of images, or export a checkpoint's EMA weights.",
-        epilog="examples:\n  python -m repaint.training train faces.tar --out runs/faces --steps 20000 --precision bf16\n"
-               "  python -m repaint.training export runs/faces/ckpt_00020000.pt faces.safetensors",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("train", help="train or resume a run", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    run.add_argument("data", help="folder of images or .tar of images")
-    run.add_argument("--out", required=True, help="run folder")
-    defaults = TrainConfig(data="", out="")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in ("data", "out", "model", "diffusion"):
-            continue
-        value = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            run.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
-        else:
-            run.add_argument(flag, type=type(value), default=value)
-    arch = run.add_argument_group("architecture (defaults: the bundled face64 model)")
-    arch.add_argument("--image-size", type=int)
-    arch.add_argument("--model-channels", type=int)
-    arch.add_argument("--num-res-blocks", type=int)
-    arch.add_argument("--channel-mult", help="e.g. 1,2,2,2")
-    arch.add_argument("--attention-resolutions", help="e.g. 16,8")
-    arch.add_argument("--num-head-channels", type=int)
-    arch.add_argument("--dropout", type=float)
-    arch.add_argument("--noise-schedule", choices=("linear", "cosine"), default=FACE64_DIFFUSION.noise_schedule)
-    arch.add_argument("--diffusion-steps", type=int, default=FACE64_DIFFUSION.steps)
-    export = commands.add_parser("export", help="write a checkpoint's EMA weights as .safetensors")
-    export.add_argument("checkpoint")
-    export.add_argument("output")
-    export.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
-    export.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m repaint.training train|export ...``; bad input is a one-line error and exit status 2."""
-    args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "export":
-        path = export_ema(args.checkpoint, args.output, half=not args.fp32, use_ema=not args.raw)
-        print(f"wrote {path}")
-        return 0
-    skip = {"data", "out", "model", "diffusion"}
-    scalars = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in skip}
-    diffusion = DiffusionSettings(steps=args.diffusion_steps, noise_schedule=args.noise_schedule, learn_sigma=True)
-    config = TrainConfig(data=args.data, out=args.out, model=_model_config(args), diffusion=diffusion, **scalars)
-    result = train(config)
-    if result.checkpoint is not None:
-        print(f"step {result.step}: {result.checkpoint}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
