@@ -32,7 +32,7 @@ import yaml
 
 from .accel import Accel
 from .io import OutputDirs
-from .masks import IMAGE_SUFFIXES
+from .files import IMAGE_SUFFIXES
 from .pipeline import Inpainter, resolve_checkpoint
 from .settings import SamplerSettings
 from .presets import (PRESETS, CheckpointError, ClassifierConfig, DiffusionSettings, Preset, UNetConfig,

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageDataset", "epoch_batches", "batches_per_epoch", "to_tensor"]
+from .files import IMAGE_SUFFIXES
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+__all__ = ["ImageDataset", "epoch_batches", "batches_per_epoch", "to_tensor"]
+
 
 
 def to_tensor(image: Image.Image, size: int | None = None) -> torch.Tensor:
@@ -36,7 +37,7 @@ def to_tensor(image: Image.Image, size: int | None = None) -> torch.Tensor:
 
 
 def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+    return name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def _tar_members(path: Path) -> tuple[list[str], list[bytes]]:
@@ -71,7 +72,7 @@ class ImageDataset(torch.utils.data.Dataset):
         else:
             raise ValueError(f"training data must be a folder of images or a .tar of them: {self.path}")
         if not self.names:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {self.path}")
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {self.path}")
 
     def __len__(self) -> int:
         return len(self.names)

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ from pathlib import Path
 import torch
 
 from .io import FIT_MODES, ImageError, OutputDirs, OutputWriter, fit_to_size, load_image
-from .masks import IMAGE_SUFFIXES, MASK_KINDS, MaskError, load_mask, load_mask_folder, make_mask
+from .files import IMAGE_SUFFIXES, atomic_write, is_image_file, remove_temporaries
+from .masks import MASK_KINDS, MaskError, load_mask, load_mask_folder, make_mask
 from .pipeline import Inpainter
 from .samplers import network_calls
 from .settings import SamplerSettings
@@ -101,7 +101,7 @@ def list_images(images_dir: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise EvalError(f"image folder not found: {folder}")
     files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+                   if is_image_file(p))
     stems: dict[str, Path] = {}
     for path in files:
         if path.stem in stems:
@@ -251,27 +251,11 @@ def shard(device: str | torch.device | None = None) -> Shard:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _write_json(path: Path, data: dict) -> None:
-    """Atomic: a temporary file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(data, indent=1))
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -14,15 +14,13 @@ The output folder uses the reference RePaint's sub-folder names (``data.eval.*.p
     gt_keep_mask/NAME.png      the mask, white = keep, black = fill
     gt/NAME.png                the input as the model saw it (after resizing or cropping)
 
-Every file is written atomically (temporary file in the same folder, then ``os.replace``), and
-:class:`OutputWriter` writes an image's files only once all of its samples exist, so a failure leaves no
-half-written result.
+Every file is written atomically (:mod:`repaint.files`), and :class:`OutputWriter` writes an image's files as one
+group once all of its samples exist, so a failure leaves no half-written result.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,10 +31,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from .files import png_writer, write_group
+
 __all__ = [
     "ImageError",
     "FIT_MODES",
+    "read_rgb",
     "load_image",
+    "write_png_group",
     "fit_to_size",
     "to_uint8",
     "save_image",
@@ -105,6 +107,12 @@ def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
     elif mode in ("LA", "La"):
         img = img.convert("L")
     return img.convert("RGB")
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as uint8 [H, W, 3] RGB (the conversions of :func:`load_image`, with its warnings)."""
+    path = Path(path)
+    return np.asarray(_to_rgb(_open(path), path), dtype=np.uint8)
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
@@ -207,16 +215,12 @@ def save_image(img: torch.Tensor, path: str | os.PathLike) -> Path:
     path = Path(path)
     if not torch.isfinite(img).all():
         raise ValueError(f"refusing to write {path}: the image holds NaN or infinite values")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(to_uint8(img)).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_png_group({path: to_uint8(img)})[0]
+
+
+def write_png_group(images: Mapping[Path, np.ndarray]) -> list[Path]:
+    """Write uint8 images ([H, W, 3] or [H, W]) as PNG files, all or none (see :func:`repaint.files.write_group`)."""
+    return write_group({Path(path): png_writer(pixels) for path, pixels in images.items()})
 
 
 def masked_input(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -254,9 +258,10 @@ class OutputWriter:
             if not torch.isfinite(sample).all():
                 raise ValueError(f"sample {name} (seed {seed}) holds NaN or infinite values; nothing written")
         mask = mask.to(image)
-        paths = [save_image(sample, self.dirs.inpainted / f"{name}_s{seed}.png") for seed, sample in samples.items()]
-        paths.append(save_image(masked_input(image, mask), self.dirs.gt_masked / f"{name}.png"))
-        paths.append(save_image(mask * 2 - 1, self.dirs.gt_keep_mask / f"{name}.png"))
-        paths.append(save_image(image, self.dirs.gt / f"{name}.png"))
+        files = {self.dirs.inpainted / f"{name}_s{seed}.png": to_uint8(sample) for seed, sample in samples.items()}
+        files[self.dirs.gt_masked / f"{name}.png"] = to_uint8(masked_input(image, mask))
+        files[self.dirs.gt_keep_mask / f"{name}.png"] = to_uint8(mask * 2 - 1)
+        files[self.dirs.gt / f"{name}.png"] = to_uint8(image)
+        paths = write_png_group(files)
         self.written += paths
         return paths

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from .files import atomic_write, is_image_file, png_writer
+
 Size = int | tuple[int, int]
 Seed = int | Sequence[int]
 
 MIN_SIDE = 8
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class MaskError(ValueError):
@@ -269,7 +269,12 @@ def _hw(size: Size) -> tuple[int, int]:
 
 
 def load_mask(path: str | os.PathLike, size: Size | None = None, invert: bool = False) -> torch.Tensor:
-    """Read a mask image (white = keep) as float32 [H, W], 1 = known.
+    """Read a mask image (white = keep) as float32 [H, W], 1 = known (:func:`read_keep_mask` as a tensor)."""
+    return torch.from_numpy(read_keep_mask(path, size, invert).astype(np.float32))
+
+
+def read_keep_mask(path: str | os.PathLike, size: Size | None = None, invert: bool = False) -> np.ndarray:
+    """Read a mask image (white = keep) as bool [H, W], True = known.
 
     The image is converted to grayscale, resized with nearest neighbour to `size` (int or (H, W)) if given,
     and thresholded at 0.5; a file with grey levels other than 0 and 255 is thresholded with a warning.
@@ -297,28 +302,12 @@ def load_mask(path: str | os.PathLike, size: Size | None = None, invert: bool = 
         warnings.warn(f"mask {path} is not binary (grey levels besides 0 and 255); thresholded at 0.5",
                       stacklevel=2)
     known = values >= 128
-    if invert:
-        known = ~known
-    return torch.from_numpy(known.astype(np.float32))
-
-
-def _atomic_save(image: Image.Image, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return ~known if invert else known
 
 
 def save_mask(mask, path: str | os.PathLike) -> None:
     """Write a mask ([H, W] or [1, H, W], 1 = keep) as a white = keep 8-bit PNG, atomically."""
-    pixels = (as_mask(mask).numpy() * 255).astype(np.uint8)
-    _atomic_save(Image.fromarray(pixels, mode="L"), path)
+    atomic_write(path, png_writer((as_mask(mask).numpy() * 255).astype(np.uint8)))
 
 
 def load_mask_folder(folder: str | os.PathLike) -> dict[str, Path]:
@@ -328,7 +317,7 @@ def load_mask_folder(folder: str | os.PathLike) -> dict[str, Path]:
         raise MaskError(f"mask folder not found: {folder}")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+        if is_image_file(path):
             if path.stem in found:
                 raise MaskError(f"two masks for {path.stem!r} in {folder}: {found[path.stem].name}, {path.name}")
             found[path.stem] = path
@@ -349,4 +338,4 @@ def mask_preview_grid(masks, path: str | os.PathLike, ncol: int = 8, gap: int = 
     for i, m in enumerate(masks):
         r, c = divmod(i, ncol)
         grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = m.numpy() * 255
-    _atomic_save(Image.fromarray(grid, mode="L"), path)
+    atomic_write(path, png_writer(grid))

@@ -28,7 +28,7 @@ from .presets import (
 )
 from .sampler import ModelFn, Step, classifier_guidance, make_generators
 from .samplers import get_sampler
-from .settings import SamplerSettings
+from .settings import FAST, PAPER, SamplerSettings
 
 __all__ = [
     "Inpainter",
@@ -93,6 +93,7 @@ class Inpainter:
     classifier: torch.nn.Module | None = None
     device: torch.device = torch.device("cpu")
     accel: Accel = Accel()  # how the networks execute (repaint.accel); the default changes nothing on CPU
+    recommended: SamplerSettings = PAPER  # the schedule a run gets unless told otherwise (repaint.settings)
     _fast: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
@@ -117,7 +118,9 @@ class Inpainter:
             clf, _ = load_checkpoint(clf_path, preset=clf_preset, kind="classifier", map_location="cpu")
             clf = clf.to(device)
         trained = trained or DiffusionSettings(learn_sigma=config.learn_sigma)
-        return cls(unet.to(device), config, trained, clf, device, accel)
+        # the bundled face model is small and its own recommended schedule is the fast preset (230 network calls)
+        recommended = FAST if model == "default" else PAPER
+        return cls(unet.to(device), config, trained, clf, device, accel, recommended)
 
     @property
     def image_size(self) -> int:

@@ -658,7 +658,9 @@ def save_checkpoint(
 
     ``half`` stores float16; ``extra`` adds further string metadata (e.g. training step).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from .files import atomic_write
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     problem = describe_mismatch(_shapes(state), expected_shapes(config))
@@ -668,5 +670,4 @@ def save_checkpoint(
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     path = Path(path)
     metadata = {METADATA_KEY: json.dumps(config_record(config, diffusion)), **(extra or {})}
-    save_file(state, str(path), metadata=metadata)
-    return path
+    return atomic_write(path, save(state, metadata=metadata))

@@ -42,6 +42,7 @@ from PIL import Image
 from torch import nn
 
 from .data import ImageDataset, batches_per_epoch, epoch_batches
+from .files import atomic_write
 from .diffusion import Diffusion, DiffusionConfig
 from .models.nn import AttentionBlock, ResBlock
 from .presets import CheckpointError, DiffusionSettings, UNetConfig, build_model, config_record, save_checkpoint
@@ -345,9 +346,7 @@ def list_checkpoints(out: str | os.PathLike) -> list[Path]:
 
 def _save_training_checkpoint(state: dict[str, Any], out: Path, keep: int) -> Path:
     path = out / _checkpoint_name(state["step"])
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(state, f))
     for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
