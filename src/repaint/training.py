@@ -412,9 +412,7 @@ def _trim_log(out: Path, step: int) -> None:
     lines = log.read_text().splitlines(keepends=True)
     kept = [line for line in lines if _logged_step(line) <= step]
     if len(kept) != len(lines):
-        tmp = log.with_name(".log.jsonl.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, log)
+        atomic_write(log, "".join(kept))
 
 
 def _logged_step(line: str) -> float:
