@@ -157,14 +157,65 @@ def test_missing_mask_in_folder_is_reported(tmp_path, inpainter):
     assert torch.equal(saved.float(), make_mask("narrow", SIZE, seed=1))
 
 
-def test_size_mismatch_is_an_error_unless_fitted(tmp_path, inpainter):
+def test_size_mismatch_is_skipped_unless_fitted(tmp_path, inpainter):
     images = image_folder(tmp_path / "images", n=1, size=40)
-    with pytest.raises(ev.ImageError, match="--resize"):
-        ev.evaluate(images, tmp_path / "a", inpainter, "half", settings=FAST, metrics=("psnr",), progress=False)
+    with pytest.warns(UserWarning, match="skipping img0.png: .*--resize"):
+        report = ev.evaluate(images, tmp_path / "a", inpainter, "half", settings=FAST, metrics=("psnr",),
+                             progress=False)
+    assert [(s, n) for s, n, _ in report.skipped] == [("half", "img0.png")] and report.complete
     report = ev.evaluate(images, tmp_path / "b", inpainter, "half", settings=FAST, metrics=("psnr",),
                          fit="center-crop", progress=False)
-    assert report.complete
+    assert report.complete and not report.skipped
     assert Image.open(tmp_path / "b" / "half" / "gt" / "img0.png").size == (SIZE, SIZE)
+
+
+def test_wrong_sized_and_oversized_images_are_skipped_like_corrupt_ones(tmp_path, inpainter):
+    from test_io import huge_png
+
+    images = image_folder(tmp_path / "images", n=2)
+    Image.new("RGB", (40, 40)).save(images / "wide.png")
+    huge_png(images / "bomb.png")
+    with pytest.warns(UserWarning, match="skipping"):
+        report = ev.evaluate(images, tmp_path / "out", inpainter, "half", settings=FAST, metrics=("psnr",),
+                             progress=False)
+    reasons = {name: reason for _, name, reason in report.skipped}
+    assert set(reasons) == {"wide.png", "bomb.png"} and report.complete
+    assert "--resize" in reasons["wide.png"] and "safety limit" in reasons["bomb.png"]
+    assert report.summary["half"]["psnr"][2] == 2  # the two good images were evaluated
+
+
+@pytest.fixture
+def no_alexnet(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPAINT_ALEXNET", str(tmp_path / "absent" / "alexnet-owt-7be5be79.pth"))
+
+
+def test_default_metrics_skip_lpips_without_weights_and_never_mix(tmp_path, inpainter, no_alexnet):
+    images = image_folder(tmp_path / "images", n=1)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"metric\(s\) lpips skipped, scoring with psnr, ssim only: .*"
+                                         r"alexnet-owt-7be5be79.pth not found.*--lpips-weights"):
+        report = ev.evaluate(images, out, inpainter, "half", settings=FAST, progress=False)
+    assert report.manifest["metrics"] == ["psnr", "ssim"] and report.manifest["lpips"] == "none"
+    assert set(report.summary["half"]) == {"psnr", "ssim"} and report.complete
+    # the same metric set named explicitly is the same run (resumes); another set into this folder is refused
+    assert ev.evaluate(images, out, inpainter, "half", settings=FAST, metrics=("psnr", "ssim"), progress=False).complete
+    with pytest.raises(ev.EvalError, match="differs in: lpips, metrics"):
+        ev.evaluate(images, out, inpainter, "half", settings=FAST, lpips_random=True, progress=False)
+
+
+def test_a_required_metric_that_cannot_run_is_an_error_before_any_file(tmp_path, inpainter, no_alexnet):
+    images = image_folder(tmp_path / "images", n=1)
+    with pytest.raises(ev.EvalError, match="alexnet-owt-7be5be79.pth not found.*--lpips-weights") as error:
+        ev.evaluate(images, tmp_path / "out", inpainter, "half", settings=FAST, metrics=("lpips", "psnr"),
+                    progress=False)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()  # no manifest.json, so the corrected command can use the same folder
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not weights")
+    with pytest.raises(ValueError, match=f"cannot use {bad} as the AlexNet weights") as error:
+        ev.evaluate(images, tmp_path / "out", inpainter, "half", settings=FAST, lpips_weights=bad, progress=False)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_arguments(tmp_path, inpainter):

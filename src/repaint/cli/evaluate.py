@@ -33,8 +33,13 @@ def _common(command):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--mask-seed", type=int, default=0, show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
+        click.option("--metrics", "metrics", multiple=True, type=click.Choice(["lpips", "psnr", "ssim"]),
+                     help="Metric to compute; repeat for several. Default: every one of lpips, psnr, ssim that can "
+                          "be computed here (one whose weights or package is missing is skipped with a warning "
+                          "saying how to enable it). A metric named here is required."),
         click.option("--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="torchvision AlexNet weights (default: $REPAINT_ALEXNET or the torch hub cache)."),
+                     help="torchvision AlexNet weights alexnet-owt-7be5be79.pth (default: $REPAINT_ALEXNET or the "
+                          "torch hub cache)."),
         click.option("--resize", is_flag=True, help="Scale images to the model's size."),
         click.option("--crop", is_flag=True, help="Cut out the centre (with --resize: scale, then crop)."),
         click.option("--device", default="auto", show_default=True, help="auto (cuda:LOCAL_RANK or cpu), cpu, cuda:N."),
@@ -49,6 +54,7 @@ def _eval_kwargs(opts: dict) -> dict:
     return dict(
         masks=list(opts.pop("masks")), n_samples=opts.pop("n_samples"), seed=opts.pop("seed"),
         mask_seed=opts.pop("mask_seed"), batch_size=opts.pop("batch_size"), lpips_weights=opts.pop("lpips_weights"),
+        metrics=tuple(opts.pop("metrics")) or None,
         fit=fit_mode(opts.pop("resize"), opts.pop("crop")), classifier=opts.pop("classifier"),
         device=None if device == "auto" else device_of(device),
     )
@@ -60,18 +66,17 @@ def _eval_kwargs(opts: dict) -> dict:
 @click.option("--jump-length", type=click.IntRange(min=1), default=10, show_default=True, help="j.")
 @click.option("--jump-n-sample", "--resamplings", "jump_n_sample", type=click.IntRange(min=1), default=10,
               show_default=True, help="r.")
-@click.option("--metrics", multiple=True, default=("lpips", "psnr", "ssim"), show_default=True)
 @click.option("--paper", type=click.Choice(["celebahq", "imagenet"]), default=None,
               help="Show the published LPIPS of this dataset next to ours.")
 @handles_errors
 def evaluate_command(images: Path, out_dir: Path, model: str, steps: int, jump_length: int, jump_n_sample: int,
-                     metrics: tuple, paper: str | None, **opts) -> None:
+                     paper: str | None, **opts) -> None:
     """Inpaint every image of IMAGES under each mask setting; write outputs and a Table 1 style report."""
     from ..evaluate import evaluate
     from ..settings import SamplerSettings
 
     settings = SamplerSettings(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample)
-    report = evaluate(images, out_dir, model, settings=settings, metrics=metrics, paper=paper, **_eval_kwargs(opts))
+    report = evaluate(images, out_dir, model, settings=settings, paper=paper, **_eval_kwargs(opts))
     click.echo(f"report: {out_dir / 'report.md'}" + ("" if report.complete else " (incomplete)"))
 
 
