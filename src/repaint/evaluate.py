@@ -185,14 +185,14 @@ def model_identity(inpainter: Inpainter, path: str | os.PathLike | None = None) 
 
 
 def load_model(model: str | os.PathLike | Inpainter, device: str | torch.device,
-               classifier: str | None = None) -> tuple[Inpainter, dict]:
+               classifier: str | None = None, unet_config: dict | None = None) -> tuple[Inpainter, dict]:
     """(inpainter, identity) for a preset name, checkpoint file, "default" or an already loaded Inpainter."""
     if isinstance(model, Inpainter):
         return model, model_identity(model)
     from .pipeline import resolve_checkpoint
 
     path, _ = resolve_checkpoint(str(model))
-    inpainter = Inpainter.load(str(model), classifier=classifier, device=device)
+    inpainter = Inpainter.load(str(model), classifier=classifier, device=device, unet_config=unet_config)
     return inpainter, model_identity(inpainter, path)
 
 
@@ -499,6 +499,7 @@ def evaluate(
     classifier_scale: float = 1.0,
     paper: str | None = None,
     progress: bool = True,
+    unet_config: dict | None = None,
 ) -> "EvalReport":
     """Inpaint every image of ``images_dir`` under each mask setting and write outputs, metrics and the report.
 
@@ -523,6 +524,8 @@ def evaluate(
             a class drawn from each sample's seed).
         paper: "celebahq" or "imagenet" adds the published LPIPS to the Markdown report.
         progress: tqdm bars over images and network calls (rank 0 only).
+        unet_config: UNetConfig fields the checkpoint does not determine (attention-head settings), as for
+            :meth:`Inpainter.load`; they are part of the model's identity in the manifest.
 
     Returns the report built from the files on disk (on every rank).
     """
@@ -530,7 +533,7 @@ def evaluate(
     _check_args(metrics, n_samples, batch_size, fit, paper)
     where = shard(device)
 
-    inpainter, ident = load_model(model, where.device, classifier)
+    inpainter, ident = load_model(model, where.device, classifier, unet_config)
     size = inpainter.image_size
     metrics = resolve_metrics(metrics, size, lpips_weights, lpips_random, warn=where.main)
     images, sources = list_images(images_dir), mask_sources(masks)

@@ -114,7 +114,7 @@ def run_configs(
     """
     out_dir = Path(out_dir)
     where = shard(device)
-    inpainter, _ = load_model(model, where.device, classifier)
+    inpainter, _ = load_model(model, where.device, classifier, eval_kwargs.pop("unet_config", None))
     metrics = resolve_metrics(eval_kwargs.pop("metrics", None), inpainter.image_size,
                               eval_kwargs.get("lpips_weights"), eval_kwargs.get("lpips_random", False),
                               warn=where.main)
@@ -155,7 +155,8 @@ def resampling_vs_slowdown(
     With the defaults the pairs use 250, 490, 730 and 970 network calls per sample; the slowed-down runs respace
     the 1000 training steps to that many (so calls beyond the training steps are refused).
     """
-    model, _ = load_model(model, shard(device).device, eval_kwargs.pop("classifier", None))  # loaded once
+    model, _ = load_model(model, shard(device).device, eval_kwargs.pop("classifier", None),
+                          eval_kwargs.pop("unet_config", None))  # loaded once
     configs = []
     for r in resamplings:
         calls = JumpSchedule(t_T, jump_length, r).network_calls()

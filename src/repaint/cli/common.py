@@ -10,7 +10,8 @@ import torch
 
 from ..sampler import SamplingError
 
-__all__ = ["InputError", "handles_errors", "device_of", "fit_mode", "explicit_options"]
+__all__ = ["InputError", "handles_errors", "device_of", "fit_mode", "explicit_options", "unet_config_option",
+           "parse_settings"]
 
 
 class InputError(ValueError):
@@ -65,3 +66,28 @@ def explicit_options(ctx: click.Context) -> set[str]:
     from click.core import ParameterSource
 
     return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+
+
+def parse_settings(pairs: tuple[str, ...], option: str = "--unet-config") -> dict:
+    """``("num_heads=4", "use_new_attention_order=true")`` -> ``{"num_heads": 4, ...}`` (values read as YAML
+    scalars: numbers, true/false, strings such as 32,16,8). Names are checked where they are applied."""
+    import yaml
+
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{option} takes KEY=VALUE (e.g. {option} num_heads=4), got {pair!r}")
+        try:
+            settings[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise InputError(f"{option} {pair!r}: cannot read the value {value!r}") from None
+    return settings
+
+
+def unet_config_option(command):
+    return click.option(
+        "--unet-config", "unet_config", multiple=True, metavar="KEY=VALUE",
+        help="Set a UNet setting the checkpoint does not determine, e.g. num_heads=4, num_head_channels=-1, "
+             "num_heads_upsample=-1, use_new_attention_order=true (repeatable; wins over a CKPT.json/.yaml "
+             "beside the checkpoint).")(command)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_of, fit_mode, handles_errors
+from .common import device_of, fit_mode, handles_errors, parse_settings, unet_config_option
 
 EVAL_EXAMPLES = """
 \b
@@ -43,6 +43,7 @@ def _common(command):
         click.option("--resize", is_flag=True, help="Scale images to the model's size."),
         click.option("--crop", is_flag=True, help="Cut out the centre (with --resize: scale, then crop)."),
         click.option("--device", default="auto", show_default=True, help="auto (cuda:LOCAL_RANK or cpu), cpu, cuda:N."),
+        unet_config_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -57,6 +58,7 @@ def _eval_kwargs(opts: dict) -> dict:
         metrics=tuple(opts.pop("metrics")) or None,
         fit=fit_mode(opts.pop("resize"), opts.pop("crop")), classifier=opts.pop("classifier"),
         device=None if device == "auto" else device_of(device),
+        unet_config=parse_settings(opts.pop("unet_config")) or None,
     )
 
 

@@ -15,7 +15,8 @@ from ..io import OutputDirs, OutputWriter, fit_to_size, load_image, save_image
 from ..masks import MaskError, load_mask
 from ..sampler import INJECTION_MODES, Step
 from ..settings import FAST, SamplerSettings, with_overrides
-from .common import InputError, device_of, explicit_options, fit_mode, handles_errors
+from .common import (InputError, device_of, explicit_options, fit_mode, handles_errors, parse_settings,
+                     unet_config_option)
 
 # The bundled 64x64 face model gets the fast preset (T=50, j=5, r=10, resampling at t <= 20: 230 network calls, which
 # matched the paper's 2,410-call schedule on the exact Gaussian-mixture benchmark); `repaint inpaint IMAGE MASK` then
@@ -135,6 +136,7 @@ class _Run:
 @click.option("--model", default="default", show_default=True,
               help='Checkpoint: "default" (the bundled 64x64 face model), a preset name or a file path.')
 @click.option("--preset", default=None, help="Force the architecture of a preset for a checkpoint file.")
+@unet_config_option
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Respaced diffusion steps T. Default: the model's recommended schedule (paper: 250).")
 @click.option("--jump-length", type=click.IntRange(min=1), default=None, help="Jump length j (paper: 10).")
@@ -200,7 +202,8 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     else:
         conf_classifier = conf.classifier_path if conf is not None and conf.classifier_scale > 0 else None
         inpainter = Inpainter.load(model, classifier=opts["classifier"] or conf_classifier, device=device,
-                                   preset=opts["preset"], accel=accel)
+                                   preset=opts["preset"], accel=accel,
+                                   unet_config=parse_settings(opts["unet_config"]) or None)
     settings = _settings(model if conf is None else "conf", opts, explicit, None if conf is None else conf.settings)
     label = opts["class_label"] if "class_label" in explicit or conf is None else conf.class_label
     if label is not None and inpainter.num_classes is not None and not 0 <= label < inpainter.num_classes:
