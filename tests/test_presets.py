@@ -284,7 +284,7 @@ def test_guessed_head_settings_warn_and_are_wrong_for_other_checkpoints(tmp_path
                                          "use_new_attention_order=False.*unet_s2.json.*--unet-config") as record:
         model, config = load_checkpoint(path, image_size=32)
     assert len(record) == 1
-    assert _relative_error(model, io) > 0.05  # strict loading succeeded, yet the outputs are wrong
+    assert _relative_error(model, io) > 0.1  # strict loading succeeded, yet the outputs are wrong (0.23)
 
 
 @pytest.mark.parametrize("suffix, text", [
