@@ -6,8 +6,11 @@ Each command lives in its own module and parses options for one library call. Ba
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from .common import one_line
 from .evaluate import ablate, evaluate_command
 from .inpaint import inpaint
 from .tools import masks, presets, schedule, validate
@@ -16,7 +19,32 @@ from .train import export, train
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Group(click.Group):
+    """The ``repaint`` group: click's own usage errors (a missing argument, a value out of range) are reported like
+    the library's, as one line ``repaint: error: ...`` with exit status 2, instead of a usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as err:  # a bare "repaint" or group: the help, as click shows it
+            err.show()
+            sys.exit(err.exit_code)
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else "repaint"
+            click.echo(f"repaint: error: {one_line(err.format_message())} (see: {where} --help)", err=True)
+            sys.exit(err.exit_code)
+        except click.ClickException as err:
+            click.echo(f"repaint: error: {one_line(err.format_message())}", err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="repaint")
 def cli() -> None:
     """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""

@@ -18,13 +18,14 @@ class InputError(ValueError):
     """Bad input found by the CLI itself (exit status 2)."""
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException | str) -> str:
+    """A message on one line (white space runs, newlines included, become one space)."""
     text = str(err).strip() or type(err).__name__
     return " ".join(text.split())
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(f"repaint: warning: {_one_line(message)}", err=True)
+    click.echo(f"repaint: warning: {one_line(message)}", err=True)
 
 
 def handles_errors(command):
@@ -40,10 +41,10 @@ def handles_errors(command):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except (SamplingError, RuntimeError, OSError, MemoryError) as err:
-            click.echo(f"repaint: error: {_one_line(err)}", err=True)
+            click.echo(f"repaint: error: {one_line(err)}", err=True)
             raise click.exceptions.Exit(1) from None
         except (ValueError, TypeError) as err:  # ImageError, MaskError, CheckpointError, ConfError are ValueErrors
-            click.echo(f"repaint: error: {_one_line(err)}", err=True)
+            click.echo(f"repaint: error: {one_line(err)}", err=True)
             raise click.exceptions.Exit(2) from None
 
     return wrapper
