@@ -557,6 +557,7 @@ def train(config: TrainConfig) -> TrainResult:
     Each step: draw a batch, t ~ U{0..T-1}, eps ~ N(0, I), minimise :func:`hybrid_loss` with AdamW, update the EMA.
     """
     d = _setup_distributed(config)
+    autocast = _autocast(config, d.device)  # fp16 without CUDA: an error before anything is created
     dataset = ImageDataset(config.data, config.model.image_size, flip=config.flip, seed=config.seed)
     batches_per_epoch(len(dataset), config.batch_size, d.world)  # too few images: an error before any file is written
     out = Path(config.out)
@@ -594,7 +595,6 @@ def train(config: TrainConfig) -> TrainResult:
     net = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    autocast = _autocast(config, d.device)
     started = time.monotonic()
     last_save = started
     window: dict[str, list[float]] = {"loss": [], "mse": [], "vb": []}

@@ -71,6 +71,13 @@ def _train_options(command):
     def csv(values) -> str:
         return ",".join(str(v) for v in values)
 
+    def numbers(ctx, param, value: str) -> str:
+        try:
+            [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated numbers such as 1,2,2,2, got {value!r}") from None
+        return value
+
     options = []
     for f in dataclasses.fields(TrainConfig):
         if f.name in _NOT_OPTIONS:
@@ -89,9 +96,10 @@ def _train_options(command):
                      show_default=True, help="Base width of the UNet."),
         click.option("--num-res-blocks", type=click.IntRange(min=1), default=arch.num_res_blocks, show_default=True,
                      help="ResBlocks per level."),
-        click.option("--channel-mult", default=csv(arch.channel_mult), show_default=True,
+        click.option("--channel-mult", default=csv(arch.channel_mult), show_default=True, callback=numbers,
                      help="Width of each level, as multiples of --model-channels."),
         click.option("--attention-resolutions", default=csv(arch.attention_resolutions), show_default=True,
+                     callback=numbers,
                      help="Feature-map sizes with self-attention."),
         click.option("--num-head-channels", type=int, default=arch.num_head_channels, show_default=True,
                      help="Width of each attention head."),
