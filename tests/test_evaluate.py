@@ -235,3 +235,27 @@ def test_model_identity_ignores_the_file_name(model_file, inpainter, tmp_path):
     a, b = ev.load_model(str(model_file), "cpu")[1], ev.load_model(str(copy), "cpu")[1]
     assert a["weights_sha256_1mb"] == b["weights_sha256_1mb"] and a["file"] != b["file"]
     assert ev._differences({"model": a}, {"model": b}) == []
+
+
+def test_unet_settings_from_the_command_line_reach_the_model_and_the_manifest(tmp_path):
+    from click.testing import CliRunner
+    from evaluation_helpers import TINY
+
+    from repaint.cli import cli
+    from repaint.presets import build_model
+
+    images = image_folder(tmp_path / "images", n=1)
+    model = tmp_path / "plain.pt"  # a bare state dict: the architecture is inferred, the heads guessed
+    torch.save(build_model(TINY).state_dict(), model)
+    args = ["eval", str(images), "--model", str(model), "--masks", "half", "--metrics", "psnr", "--steps", "2",
+            "--jump-length", "1", "--jump-n-sample", "1", "--unet-config", "image_size=32"]
+    guessed = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")], prog_name="repaint")
+    assert guessed.exit_code == 0, guessed.output
+    assert guessed.stderr.count("repaint: warning:") == 1 and "--unet-config" in guessed.stderr
+    given = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b"), "--unet-config", "num_heads=2",
+                                     "--unet-config", "num_head_channels=-1", "--unet-config", "num_heads_upsample=1",
+                                     "--unet-config", "use_new_attention_order=true"], prog_name="repaint")
+    assert given.exit_code == 0, given.output
+    assert "do not determine" not in given.stderr  # nothing was guessed
+    config = json.loads((tmp_path / "b" / "manifest.json").read_text())["model"]["config"]
+    assert (config["num_heads"], config["num_heads_upsample"], config["use_new_attention_order"]) == (2, 1, True)

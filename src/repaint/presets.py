@@ -369,7 +369,8 @@ def _guess_image_size(channel_mult: tuple, attention_levels: list[int]) -> int:
             return size
     if attention_levels:
         return 8 * 2 ** max(attention_levels)
-    raise CheckpointError("cannot guess image_size from the weights (no attention, non-default channel_mult); pass image_size")
+    raise CheckpointError("cannot guess image_size from the weights (no attention, non-default channel_mult); pass "
+                          "image_size (--unet-config image_size=N, or in a config file beside the checkpoint)")
 
 
 def _official_heads(model_channels: int, layout: dict[str, Any], num_res_blocks: int) -> dict[str, Any]:
