@@ -57,16 +57,17 @@ CASES = [
     Case("image file corrupt", "inpaint {w}/corrupt.png {mask} --out {out}", "cannot read image"),
     Case("image over Pillow's pixel limit", "inpaint {w}/bomb.png {mask} --out {out}", "safety limit"),
     Case("16-bit image", "inpaint {w}/gray16.png {mask} --out {out}", "16-bit"),
-    Case("image of another size", "inpaint {w}/big.png {w}/big.png --out {out}", "--resize"),
+    Case("image of another size, --fit none", "inpaint {w}/big.png {w}/mask80.png --out {out} --fit none", "80x80"),
     Case("mask file corrupt", "inpaint {face} {w}/corrupt.png --out {out}", "cannot read mask"),
     Case("mask over Pillow's pixel limit", "inpaint {face} {w}/bomb.png --out {out}", "safety limit"),
-    Case("mask of another size than the model", "inpaint {face} {w}/mask32.png --out {out}", "--resize"),
+    Case("mask of another size than the image", "inpaint {face} {w}/mask32.png --out {out}",
+         "must have its image's size"),
     Case("mask with nothing to fill", "inpaint {face} {w}/white.png --out {out}", "no pixel to fill"),
     Case("only an image, no mask", "inpaint {face} --out {out}", "give IMAGE and MASK"),
     Case("--steps 1", "inpaint {face} {mask} --out {out} --steps 1", "steps must be at least 2"),
     Case("--steps 0", "inpaint {face} {mask} --out {out} --steps 0", "'--steps'"),
     Case("--jump-length 0", "inpaint {face} {mask} --out {out} --jump-length 0", "'--jump-length'"),
-    Case("unknown sampler", "inpaint {face} {mask} --out {out} --sampler fastest", "unknown sampler"),
+    Case("unknown sampler", "inpaint {face} {mask} --out {out} --sampler fastest", "'fastest' is not one of"),
     Case("checkpoint file missing", "inpaint {face} {mask} --out {out} --model {w}/nowhere.pt",
          "no checkpoint file"),
     Case("preset not downloaded", "inpaint {face} {mask} --out {out} --model celeba256", "celeba256_250000.pt"),
@@ -181,6 +182,7 @@ def _write_inputs(w: Path) -> dict[str, str]:
     mask32 = np.full((32, 32), 255, np.uint8)
     mask32[8:24, 8:24] = 0
     Image.fromarray(mask32).save(w / "mask32.png")
+    Image.fromarray(np.pad(mask32, 24, constant_values=255)).save(w / "mask80.png")
     tiny = tiny_model(w / "tiny.safetensors")
     from safetensors.torch import save_file
 

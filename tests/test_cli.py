@@ -83,7 +83,7 @@ def test_same_seed_same_files_and_no_paste_differs(files, tmp_path):
     assert a.exit_code == b.exit_code == 0
     first, second = (tmp_path / n / "inpainted/face_s3.png" for n in "ab")
     assert first.read_bytes() == second.read_bytes()
-    d = inpaint(files, tmp_path / "d", "--seed", "3", "--no-paste")
+    d = inpaint(files, tmp_path / "d", "--seed", "3", "--no-paste", "--fit", "none")
     assert d.exit_code == 0, d.output
     keep = pixels(files["mask"])[..., 0] == 255
     assert (pixels(tmp_path / "d/inpainted/face_s3.png")[keep] != pixels(files["image"])[keep]).any()
@@ -99,7 +99,7 @@ def test_batching_does_not_change_results(files, tmp_path):
 def test_save_frames(files, tmp_path):
     result = inpaint(files, tmp_path / "o", "--save-frames", "4")
     assert result.exit_code == 0, result.output
-    assert len(list((tmp_path / "o/frames/face_s0").glob("*.png"))) >= 2
+    assert len(list((tmp_path / "o/frames/face_w0_s0").glob("*.png"))) >= 2
 
 
 def test_missing_image(files, tmp_path):
@@ -132,17 +132,24 @@ def test_cuda_graphs_on_the_cpu_is_an_input_error(files, tmp_path):
     assert result.exit_code == 2 and "--cuda-graphs needs a CUDA device" in error_line(result) and no_outputs(out)
 
 
-def test_size_mismatch_needs_resize(files, tmp_path):
+def test_other_sizes_are_fitted_and_written_at_full_size(files, tmp_path):
+    rng = np.random.default_rng(1)
     big = tmp_path / "big.png"
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(big)
+    Image.fromarray(rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)).save(big)      # not square, not 16
     big_mask = tmp_path / "big_mask.png"
-    Image.fromarray(np.where(np.arange(32)[None] < 16, 255, 0).astype(np.uint8).repeat(32, 0)).save(big_mask)
+    keep = np.full((40, 24), 255, np.uint8)
+    keep[5:9, 3:7] = keep[30:40, 20:24] = 0                                          # two holes, one at a corner
+    Image.fromarray(keep).save(big_mask)
     out = tmp_path / "out"
-    result = inpaint(files, out, image=big, mask=big_mask)
-    assert result.exit_code == 2 and "--resize" in error_line(result) and no_outputs(out)
-    result = inpaint(files, out, "--resize", image=big, mask=big_mask)
-    assert result.exit_code == 0, result.output
-    assert Image.open(out / "gt/big.png").size == (16, 16)
+    result = inpaint(files, out, "--fit", "none", image=big, mask=big_mask)
+    assert result.exit_code == 2 and "fit" in error_line(result) and no_outputs(out)
+    for fit in ("auto", "crop", "resize"):
+        result = inpaint(files, out / fit, "--fit", fit, image=big, mask=big_mask)
+        assert result.exit_code == 0, result.output
+        sample, source = pixels(out / fit / "inpainted/big_s0.png"), pixels(big)
+        assert sample.shape == source.shape
+        assert (sample[keep == 255] == source[keep == 255]).all()            # outside the hole: the original bytes
+        assert (sample[keep == 0] != source[keep == 0]).any()
 
 
 def test_mask_size_differs_from_image(files, tmp_path):
@@ -246,3 +253,27 @@ def test_bad_schedule_is_one_line():
 def test_presets_lists_files():
     result = run("presets")
     assert result.exit_code == 0 and "celeba256_250000.pt" in result.stdout and "published" in result.stdout
+
+
+def test_ctrl_c_exits_130_and_writes_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repaint", "inpaint", str(root / "examples/face.png"),
+         str(root / "examples/face_mask.png"), "--paper", "--out", str(out), "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in proc.stdout:                      # wait until sampling has begun
+        if "network calls" in line and "face.png" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "repaint: interrupted" in err and "Traceback" not in err
+    assert not any(p.is_file() for p in out.rglob("*"))

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from evaluation_helpers import FAST, SIZE, image_folder, tiny_model
@@ -122,7 +123,7 @@ def test_rerun_skips_finished_images(first_run, inpainter):
 def test_half_written_image_is_redone(first_run, inpainter):
     images, out, report = first_run
     (out / "half" / "metrics" / "img1.json").unlink()          # killed before its JSON was written
-    (out / "half" / "inpainted" / ".img2_s2000.abc.png.tmp").write_bytes(b"partial")  # a temporary file left over
+    (out / "half" / "inpainted" / ".img2_s3000.png.abc.tmp").write_bytes(b"partial")  # a temporary file left over
     record = json.loads((out / "half" / "metrics" / "img2.json").read_text())
     (out / "half" / record["samples"][1]["file"]).unlink()     # a sample file lost
     assert ev.build_report(out).missing == [("half", "img1.png"), ("half", "img2.png")]
@@ -157,16 +158,20 @@ def test_missing_mask_in_folder_is_reported(tmp_path, inpainter):
     assert torch.equal(saved.float(), make_mask("narrow", SIZE, seed=1))
 
 
-def test_size_mismatch_is_skipped_unless_fitted(tmp_path, inpainter):
+def test_other_sizes_are_fitted_or_skipped(tmp_path, inpainter):
     images = image_folder(tmp_path / "images", n=1, size=40)
-    with pytest.warns(UserWarning, match="skipping img0.png: .*--resize"):
+    with pytest.warns(UserWarning, match="skipping img0.png: .*fit"):
         report = ev.evaluate(images, tmp_path / "a", inpainter, "half", settings=FAST, metrics=("psnr",),
-                             progress=False)
-    assert [(s, n) for s, n, _ in report.skipped] == [("half", "img0.png")] and report.complete
+                             fit="none", progress=False)
+    assert [(s, n) for s, n, _ in report.skipped] == [("half", "img0.png")]
     report = ev.evaluate(images, tmp_path / "b", inpainter, "half", settings=FAST, metrics=("psnr",),
-                         fit="center-crop", progress=False)
-    assert report.complete and not report.skipped
-    assert Image.open(tmp_path / "b" / "half" / "gt" / "img0.png").size == (SIZE, SIZE)
+                         progress=False)
+    assert report.complete
+    gt = tmp_path / "b" / "half" / "gt" / "img0.png"
+    assert Image.open(gt).size == (40, 40)                       # written at the image's own size
+    keep = np.asarray(Image.open(tmp_path / "b" / "half" / "gt_keep_mask" / "img0.png")) > 127
+    sample = np.asarray(Image.open(tmp_path / "b" / "half" / "inpainted" / "img0_s0.png"))
+    assert (sample[keep] == np.asarray(Image.open(gt))[keep]).all()
 
 
 def test_wrong_sized_and_oversized_images_are_skipped_like_corrupt_ones(tmp_path, inpainter):
@@ -177,10 +182,10 @@ def test_wrong_sized_and_oversized_images_are_skipped_like_corrupt_ones(tmp_path
     huge_png(images / "bomb.png")
     with pytest.warns(UserWarning, match="skipping"):
         report = ev.evaluate(images, tmp_path / "out", inpainter, "half", settings=FAST, metrics=("psnr",),
-                             progress=False)
+                             fit="none", progress=False)
     reasons = {name: reason for _, name, reason in report.skipped}
     assert set(reasons) == {"wide.png", "bomb.png"} and report.complete
-    assert "--resize" in reasons["wide.png"] and "safety limit" in reasons["bomb.png"]
+    assert "fit" in reasons["wide.png"] and "safety limit" in reasons["bomb.png"]
     assert report.summary["half"]["psnr"][2] == 2  # the two good images were evaluated
 
 

@@ -14,7 +14,8 @@ so the rules below hold everywhere:
   - ``"auto"``: ``none`` at the model's size, ``crop`` when both sides are at least ``s``, ``resize`` otherwise.
 
   Only the hole's pixels are written into a copy of the photo: every pixel outside the hole is the original byte,
-  bit for bit. Every hole pixel inside a window is unknown to the model there, whichever region it belongs to.
+  bit for bit (the one exception: ``paste_known=False`` at fit ``none`` returns the model's raw output, as the
+  reference does). Every hole pixel inside a window is unknown to the model there, whichever region it belongs to.
   A window that sticks out of a photo smaller than it (in ``crop``, a hole larger than the photo's short side)
   treats the outside as unknown too; it is never pasted.
 * **Masks** are boolean arrays of the photo's size, True = keep (white in mask files), False = fill. A mask of
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import ImageError, OutputDirs, read_rgb, write_png_group
+from .io import ImageError, OutputDirs, read_rgb, to_uint8, write_png_group
 from .masks import MaskError, read_keep_mask
 from .pipeline import Inpainter
 from .samplers import network_calls
@@ -98,6 +99,7 @@ class Progress:
     windows: int                     # windows of that photo
     seeds: list[int]                 # seeds of the batch being sampled
     pred_xstart: torch.Tensor | None  # [B, 3, s, s] current x0 estimate at model size, in [-1, 1]
+    rows: list[tuple[str, int, int]] = field(default_factory=list)  # (photo name, window, seed) of each batch row
 
 
 @dataclass
@@ -420,7 +422,7 @@ def inpaint_stream(
         done_calls = _run_batch(inpainter, batch, settings, classifier_scale, callback, done_calls, total)
         for photo in dict.fromkeys(job.photo for job in batch):
             if photo.pending == 0:
-                yield _finish(photo)
+                yield _finish(photo, raw=not settings.paste_known)
 
 
 def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callback, done_calls, total) -> int:
@@ -436,7 +438,9 @@ def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callbac
             calls += 1
             if callback is not None:
                 first = batch[0]
-                callback(Progress(calls, total, first.window, len(first.photo.windows), seeds, step.pred_xstart))
+                rows = [(job.photo.request.name, job.window, seed) for job, seed in zip(batch, seeds)]
+                callback(Progress(calls, total, first.window, len(first.photo.windows), seeds, step.pred_xstart,
+                                  rows))
 
     out = inpainter(torch.stack([job.photo.gts[job.window] for job in batch]),
                     torch.stack([job.photo.masks[job.window] for job in batch]), seeds, settings,
@@ -447,10 +451,15 @@ def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callbac
     return calls
 
 
-def _finish(photo: _Photo) -> InpaintResult:
+def _finish(photo: _Photo, raw: bool) -> InpaintResult:
+    """The full-size samples. ``raw`` (``paste_known=False``) at fit "none" keeps the model's whole output, known
+    region included, as the reference writes it; otherwise only hole pixels are pasted into the photo."""
     request = photo.request
     samples = {}
     for seed, per_window in photo.samples.items():
+        if raw and photo.fit == "none":
+            samples[seed] = to_uint8(per_window[0])
+            continue
         target = request.image.copy()
         for w, sample in zip(photo.windows, per_window):
             paste(target, request.mask, w, sample)

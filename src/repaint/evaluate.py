@@ -33,21 +33,21 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .io import FIT_MODES, ImageError, OutputDirs, OutputWriter, fit_to_size, load_image
+from .api import FIT_STRATEGIES, InpaintRequest, inpaint_stream, write_result
+from .io import ImageError, OutputDirs, load_image, read_rgb
 from .files import IMAGE_SUFFIXES, atomic_write, is_image_file, remove_temporaries
-from .masks import MASK_KINDS, MaskError, load_mask, load_mask_folder, make_mask
+from .masks import MASK_KINDS, MaskError, load_mask_folder, make_mask, read_keep_mask
 from .pipeline import Inpainter
-from .samplers import network_calls
 from .settings import SamplerSettings
-from .sampler import Step
 
 __all__ = [
     "METRICS",
@@ -130,13 +130,21 @@ class MaskSource:
     def describe(self) -> dict:
         return {"kind": self.kind} if self.kind else {"folder": str(self.folder.resolve())}
 
-    def mask(self, stem: str, index: int, size: int, fit: str, mask_seed: int, files: dict) -> torch.Tensor:
-        """[1, H, W] float, 1 = keep. Raises MaskError when the folder has no mask for ``stem``."""
+    def mask(self, stem: str, index: int, hw: tuple[int, int], size: int, mask_seed: int, files: dict) -> np.ndarray:
+        """bool [H, W] at the image's size ``hw``, True = keep. A mask kind is drawn at the model's ``size`` (the
+        paper's protocol) and scaled to the image with nearest neighbour. Raises MaskError when the folder has no
+        mask for ``stem`` or its mask has another size than the image."""
         if self.kind is not None:
-            return make_mask(self.kind, size, seed=[mask_seed, index])[None]
+            keep = make_mask(self.kind, size, seed=[mask_seed, index])
+            if tuple(hw) != (size, size):
+                keep = torch.nn.functional.interpolate(keep[None, None], size=hw, mode="nearest-exact")[0, 0]
+            return keep.numpy() > 0.5
         if stem not in files:
             raise MaskError(f"no mask named {stem}.* in {self.folder}")
-        return fit_to_size(load_mask(files[stem])[None], size, fit, mask=True, what=f"mask {files[stem]}")
+        keep = read_keep_mask(files[stem])
+        if keep.shape != tuple(hw):
+            raise MaskError(f"mask {files[stem]} is {keep.shape[1]}x{keep.shape[0]} but its image is {hw[1]}x{hw[0]}")
+        return keep
 
 
 def mask_sources(masks: str | os.PathLike | Sequence[str | os.PathLike]) -> list[MaskSource]:
@@ -275,11 +283,12 @@ def _finished(setting_dir: Path, stem: str, seeds: list[int]) -> bool:
     return all((setting_dir / s["file"]).is_file() for s in record["samples"])
 
 
-def _remove_temporaries(setting_dir: Path, stem: str) -> None:
-    """Left-overs of a killed run for this image (``.STEM.*.tmp``); other images' are another rank's business."""
-    for sub in ("inpainted", "gt", "gt_masked", "gt_keep_mask", "metrics"):
-        for tmp in (setting_dir / sub).glob(f".{stem}*.tmp"):
-            tmp.unlink(missing_ok=True)
+def _outputs(setting_dir: Path, stem: str, seeds: list[int]) -> list[Path]:
+    """Every file an image's run writes under its setting's folder."""
+    dirs = OutputDirs.under(setting_dir)
+    return [dirs.inpainted / f"{stem}_s{seed}.png" for seed in seeds] + \
+        [dirs.gt / f"{stem}.png", dirs.gt_masked / f"{stem}.png", dirs.gt_keep_mask / f"{stem}.png",
+         setting_dir / "metrics" / f"{stem}.json"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -331,8 +340,6 @@ class _Item:
     stem: str
     index: int
     path: Path
-    image: torch.Tensor      # [3, H, W] in [-1, 1], at the model's size
-    mask: torch.Tensor       # [1, H, W], 1 = keep
     seeds: list[int]
 
 
@@ -394,36 +401,44 @@ def _skip(setting_dir: Path, stem: str, index: int, source: str, reason: str) ->
                                                            "reason": reason})
 
 
-def _load_items(images: list[Path], sources: list[MaskSource], out_dir: Path, where: Shard, size: int, fit: str,
-                seeds_of, mask_seed: int) -> list[_Item]:
-    """Unfinished (setting, image) pairs of this shard with their tensors; unreadable or maskless ones skipped."""
-    cache: dict[int, torch.Tensor | str] = {}
+def _pending(images: list[Path], sources: list[MaskSource], out_dir: Path, where: Shard, seeds_of) -> list[_Item]:
+    """Unfinished (image, setting) pairs of this shard, image by image, so each image is read once."""
     items = []
-    for source in sources:
-        setting_dir = out_dir / source.name
-        files = load_mask_folder(source.folder) if source.folder is not None else {}
-        for index, path in enumerate(images):
-            seeds = seeds_of(index)
-            if not where.owns(index) or _finished(setting_dir, path.stem, seeds):
+    for index, path in enumerate(images):
+        if not where.owns(index):
+            continue
+        for source in sources:
+            setting_dir, seeds = out_dir / source.name, seeds_of(index)
+            if _finished(setting_dir, path.stem, seeds):
                 continue
-            _remove_temporaries(setting_dir, path.stem)
+            remove_temporaries(_outputs(setting_dir, path.stem, seeds))
             (setting_dir / "skipped" / f"{path.stem}.json").unlink(missing_ok=True)
-            if index not in cache:
-                try:
-                    cache[index] = load_image(path)
-                except ImageError as err:
-                    cache[index] = str(err)
-            if isinstance(cache[index], str):
-                _skip(setting_dir, path.stem, index, path.name, cache[index])
-                continue
-            try:
-                image = fit_to_size(cache[index], size, fit, what=f"image {path}")
-                mask = source.mask(path.stem, index, size, fit, mask_seed, files)
-            except (ImageError, MaskError) as err:  # wrong size (without a fit option), missing or bad mask
-                _skip(setting_dir, path.stem, index, path.name, str(err))
-                continue
-            items.append(_Item(source, path.stem, index, path, image, mask, seeds))
+            items.append(_Item(source, path.stem, index, path, seeds))
     return items
+
+
+def _requests(items: list[_Item], out_dir: Path, size: int, mask_seed: int, labels_of) -> Iterator[InpaintRequest]:
+    """The items as inpainting requests, read lazily (one image in memory); unreadable ones are skipped."""
+    folders = {s.name: load_mask_folder(s.folder) for s in {i.source for i in items} if s.folder is not None}
+    current: tuple[int, np.ndarray | str] | None = None
+    for item in items:
+        setting_dir = out_dir / item.source.name
+        if current is None or current[0] != item.index:
+            try:
+                current = (item.index, read_rgb(item.path))
+            except ImageError as err:
+                current = (item.index, str(err))
+        if isinstance(current[1], str):
+            _skip(setting_dir, item.stem, item.index, item.path.name, current[1])
+            continue
+        image = current[1]
+        try:
+            keep = item.source.mask(item.stem, item.index, image.shape[:2], size, mask_seed,
+                                    folders.get(item.source.name, {}))
+        except MaskError as err:
+            _skip(setting_dir, item.stem, item.index, item.path.name, str(err))
+            continue
+        yield InpaintRequest(image, keep, item.seeds, item.stem, labels_of(item.seeds), tag=item)
 
 
 def _labels(inpainter: Inpainter, class_label: int | None, seeds: list[int]) -> list[int] | None:
@@ -437,43 +452,36 @@ def _labels(inpainter: Inpainter, class_label: int | None, seeds: list[int]) -> 
             for s in seeds]
 
 
-def _sample_all(inpainter, items, out_dir, settings, batch_size, scorer, class_label, classifier_scale,
-                where: Shard, progress: bool) -> None:
-    """Sample every (item, k) job in batches; an item's files and then its metrics JSON are written once all its
-    samples exist."""
+def _sample_all(inpainter, items, out_dir, settings, batch_size, scorer, class_label, classifier_scale, fit,
+                mask_seed, where: Shard, progress: bool) -> None:
+    """Stream every pending item through the sampler; an image's files and then its metrics JSON are written as
+    soon as all its samples exist."""
     from tqdm import tqdm
 
-    jobs = [(item, k) for item in items for k in range(len(item.seeds))]
-    calls = network_calls(settings, inpainter.diffusion(settings).num_timesteps)
     show = progress and where.main
-    done: dict[int, dict[int, torch.Tensor]] = {}
+
+    def skip(request: InpaintRequest, err: Exception) -> None:
+        item = request.tag
+        _skip(out_dir / item.source.name, item.stem, item.index, item.path.name, str(err))
+
+    def labels_of(seeds: list[int]) -> list[int] | None:
+        return _labels(inpainter, class_label, seeds)
+
+    requests = _requests(items, out_dir, inpainter.image_size, mask_seed, labels_of)
     with tqdm(total=len(items), unit="image", desc="images", disable=not show, file=sys.stderr,
-              dynamic_ncols=True) as images_bar:
-        for start in range(0, len(jobs), batch_size):
-            batch = jobs[start:start + batch_size]
-            seeds = [item.seeds[k] for item, k in batch]
-            with tqdm(total=calls, unit="call", desc="steps", disable=not show, leave=False, file=sys.stderr,
-                      dynamic_ncols=True) as steps_bar:
-                def callback(step: Step) -> None:
-                    if step.kind == "reverse":
-                        steps_bar.update(1)
-
-                out = inpainter(torch.stack([item.image for item, _ in batch]),
-                                torch.stack([item.mask for item, _ in batch]), seeds, settings,
-                                labels=_labels(inpainter, class_label, seeds), classifier_scale=classifier_scale,
-                                callback=callback).cpu()
-            for b, (item, k) in enumerate(batch):
-                got = done.setdefault(id(item), {})
-                got[k] = out[b]
-                if len(got) == len(item.seeds):
-                    _finish(item, done.pop(id(item)), out_dir, scorer)
-                    images_bar.update(1)
+              dynamic_ncols=True) as images_bar, \
+            tqdm(unit="call", desc="steps", disable=not show, leave=False, file=sys.stderr,
+                 dynamic_ncols=True) as steps_bar:
+        for result in inpaint_stream(inpainter, requests, settings, fit=fit, batch_size=batch_size,
+                                     classifier_scale=classifier_scale, callback=lambda p: steps_bar.update(1),
+                                     on_error=skip):
+            _finish(result.tag, result, out_dir, scorer)
+            images_bar.update(1)
 
 
-def _finish(item: _Item, samples: dict[int, torch.Tensor], out_dir: Path, scorer: _Scorer) -> None:
+def _finish(item: _Item, result, out_dir: Path, scorer: _Scorer) -> None:
     setting_dir = out_dir / item.source.name
-    OutputWriter(OutputDirs.under(setting_dir)).write(
-        item.stem, item.image, item.mask, {item.seeds[k]: samples[k] for k in sorted(samples)})
+    write_result(result, OutputDirs.under(setting_dir), item.stem)
     record = _score_files(setting_dir, item.stem, item.index, item.path.name, item.seeds, scorer)
     _write_json(setting_dir / "metrics" / f"{item.stem}.json", record)
 
@@ -492,7 +500,7 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     lpips_weights: str | os.PathLike | None = None,
     lpips_random: bool = False,
-    fit: str = "error",
+    fit: str = "auto",
     device: str | torch.device | None = None,
     classifier: str | None = None,
     class_label: int | None = None,
@@ -517,8 +525,8 @@ def evaluate(
             (see :func:`resolve_metrics`: the others are skipped with a warning).
         lpips_weights, lpips_random: AlexNet weight file for LPIPS (see :mod:`repaint.metrics`); random backbone
             only for tests.
-        fit: how images of another size reach the model's: "error" (default), "resize", "center-crop",
-            "resize-crop" (see :func:`repaint.io.fit_to_size`).
+        fit: how images meet the model's size (:data:`repaint.api.FIT_STRATEGIES`): "auto" (default), "crop",
+            "resize" or "none"; outputs are always at the image's own size, only hole pixels replaced.
         device: None = ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU. Ignored for a loaded Inpainter.
         classifier, class_label, classifier_scale: guidance (class-conditional models without ``class_label`` get
             a class drawn from each sample's seed).
@@ -546,9 +554,9 @@ def evaluate(
     def seeds_of(index: int) -> list[int]:
         return [sample_seed(seed, index, k) for k in range(n_samples)]
 
-    items = _load_items(images, sources, out_dir, where, size, fit, seeds_of, mask_seed)
-    _sample_all(inpainter, items, out_dir, settings, batch_size, scorer, class_label, classifier_scale, where,
-                progress)
+    items = _pending(images, sources, out_dir, where, seeds_of)
+    _sample_all(inpainter, items, out_dir, settings, batch_size, scorer, class_label, classifier_scale, fit,
+                mask_seed, where, progress)
     where.barrier()
     report = build_report(out_dir)
     if where.main:
@@ -567,8 +575,8 @@ def _check_args(metrics, n_samples, batch_size, fit, paper) -> None:
         raise EvalError(f"n_samples must be in 1..{MAX_SAMPLES - 1}, got {n_samples}")
     if batch_size < 1:
         raise EvalError(f"batch_size must be >= 1, got {batch_size}")
-    if fit not in FIT_MODES:
-        raise EvalError(f"fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
+    if fit not in FIT_STRATEGIES:
+        raise EvalError(f"fit must be one of {', '.join(FIT_STRATEGIES)}, got {fit!r}")
     if paper is not None and paper not in PAPER_LPIPS:
         raise EvalError(f"paper must be one of {', '.join(PAPER_LPIPS)}, got {paper!r}")
 

@@ -17,7 +17,9 @@ from typing import IO
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "is_image_file", "atomic_write", "write_group", "png_writer", "remove_temporaries"]
+__all__ = [
+    "IMAGE_SUFFIXES", "is_image_file", "atomic_write", "write_group", "png_writer", "remove_temporaries", "ensure_writable",
+]
 
 # The image files read from folders (evaluation, masks, training data, reference configs).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -91,3 +93,23 @@ def remove_temporaries(paths: Iterable[Path]) -> None:
         path = Path(path)
         for tmp in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp")):
             Path(tmp).unlink(missing_ok=True)
+
+
+def ensure_writable(folders: Iterable[str | os.PathLike]) -> None:
+    """Prove that ``folders`` can be created and take a file, so a run finds an unwritable output before it samples.
+
+    Nothing is created: the probe file goes into each folder's nearest existing ancestor and is removed, so a run
+    that then fails on bad input leaves no empty folders behind (the folders are made when the first file is
+    written).
+    """
+    for folder in folders:
+        folder = Path(folder).absolute()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        try:
+            if not existing.is_dir():
+                raise NotADirectoryError(0, f"{existing} is a file")
+            fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise OSError(f"cannot write to the output folder {folder}: {err.strerror or err}") from None

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from ..study.cli import study
 from .common import one_line
 from .evaluate import ablate, evaluate_command
 from .inpaint import inpaint
@@ -20,14 +21,18 @@ __all__ = ["cli", "main"]
 
 
 class _Group(click.Group):
-    """The ``repaint`` group: click's own usage errors (a missing argument, a value out of range) are reported like
-    the library's, as one line ``repaint: error: ...`` with exit status 2, instead of a usage block."""
+    """The ``repaint`` group, run the way the ``repaint`` program runs it (also under click's test runner):
+    click's own usage errors (a missing argument, a value out of range) are one line ``repaint: error: ...`` with
+    exit status 2 like the library's, and Ctrl-C exits 130 (128 + SIGINT) with one line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("repaint: interrupted", err=True)
+            sys.exit(130)
         except click.exceptions.NoArgsIsHelpError as err:  # a bare "repaint" or group: the help, as click shows it
             err.show()
             sys.exit(err.exit_code)
@@ -38,9 +43,6 @@ class _Group(click.Group):
         except click.ClickException as err:
             click.echo(f"repaint: error: {one_line(err.format_message())}", err=True)
             sys.exit(err.exit_code)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -50,11 +52,12 @@ def cli() -> None:
     """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""
 
 
-for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate):
+for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate, study):
     cli.add_command(_command)
 cli.add_command(evaluate_command, "evaluate")
 cli.add_command(evaluate_command, "eval")  # the short name used in the docs
 
 
 def main() -> None:
-    cli(prog_name="repaint")
+    """The ``repaint`` program (one-line errors, Ctrl-C exits 130: see ``_Group``)."""
+    cli.main(prog_name="repaint")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 
 import click
@@ -10,8 +11,10 @@ import torch
 
 from ..sampler import SamplingError
 
-__all__ = ["InputError", "handles_errors", "device_of", "fit_mode", "explicit_options", "unet_config_option",
-           "parse_settings"]
+__all__ = [
+    "InputError", "handles_errors", "device_of", "explicit_options", "schedule_options", "settings_from", "check_seed",
+    "one_line", "unet_config_option", "parse_settings",
+]
 
 
 class InputError(ValueError):
@@ -25,7 +28,14 @@ def one_line(err: BaseException | str) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(f"repaint: warning: {one_line(message)}", err=True)
+    echo(f"repaint: warning: {one_line(message)}", err=True)
+
+
+def echo(message: str, err: bool = False) -> None:
+    """A line on stdout/stderr that does not break a running progress bar (tqdm clears and redraws it)."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr if err else sys.stdout)
 
 
 def handles_errors(command):
@@ -58,15 +68,55 @@ def device_of(name: str) -> str:
     return name
 
 
-def fit_mode(resize: bool, crop: bool) -> str:
-    return {(False, False): "error", (True, False): "resize", (False, True): "center-crop",
-            (True, True): "resize-crop"}[(resize, crop)]
-
-
 def explicit_options(ctx: click.Context) -> set[str]:
     from click.core import ParameterSource
 
     return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+
+
+def schedule_options(command):
+    """The sampler and schedule options of ``inpaint`` and ``eval`` (one declaration for both)."""
+    from ..samplers import SAMPLERS
+
+    options = [
+        click.option("--paper", "schedule_preset", flag_value="paper", default=None,
+                     help="The paper's schedule: T=250, j=10, r=10 (2,410 network calls); sets every schedule field."),
+        click.option("--fast", "schedule_preset", flag_value="fast",
+                     help="The fast preset: T=50, j=5, r=10, resampling only at t<=20 (230 calls); sets every "
+                          "schedule field."),
+        click.option("--sampler", type=click.Choice(list(SAMPLERS)), default=None,
+                     help="Sampler (default: the model's recommendation, repaint)."),
+        click.option("--steps", type=click.IntRange(min=1), default=None,
+                     help="Respaced diffusion steps T. Default: the model's recommended schedule."),
+        click.option("--jump-length", type=click.IntRange(min=1), default=None, help="Jump length j."),
+        click.option("--jump-n-sample", "--resamplings", "jump_n_sample", type=click.IntRange(min=1), default=None,
+                     help="Resamplings r."),
+        click.option("--start-resampling", type=click.IntRange(min=0), default=None,
+                     help="Resample only at t <= this (the reference's start_resampling)."),
+        click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta of ddim_repaint / ddnm."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+SCHEDULE_OPTIONS = ("schedule_preset", "sampler", "steps", "jump_length", "jump_n_sample", "start_resampling", "eta")
+
+
+def settings_from(recommended, opts: dict, **extra):
+    """The run's SamplerSettings: the schedule rule of :func:`repaint.settings.resolve_settings` over ``opts``."""
+    from ..settings import resolve_settings
+
+    fields = {k: opts.pop(k) for k in SCHEDULE_OPTIONS}
+    return resolve_settings(recommended, fields.pop("schedule_preset"), **fields, **extra)
+
+
+def check_seed(seed: int, count: int = 1) -> None:
+    """Seeds are 0 .. 2**63 - 1 (torch.Generator.manual_seed); checked before any model is loaded."""
+    from ..api import MAX_SEED
+
+    if not 0 <= seed <= MAX_SEED - count + 1:
+        raise InputError(f"--seed {seed} is out of range 0..{MAX_SEED - count + 1}")
 
 
 def parse_settings(pairs: tuple[str, ...], option: str = "--unet-config") -> dict:

@@ -8,14 +8,18 @@ from pathlib import Path
 
 import click
 
-from .common import device_of, fit_mode, handles_errors, parse_settings, unet_config_option
+from ..api import FIT_STRATEGIES
+from .common import (check_seed, device_of, handles_errors, parse_settings, schedule_options, settings_from,
+                     unet_config_option)
 
 EVAL_EXAMPLES = """
 \b
 Examples:
-  repaint evaluate test100/ --model celeba256 --masks all --paper celebahq --out eval/celebahq
-  repaint evaluate test100/ --model imagenet256 --classifier imagenet256_classifier --masks wide --masks half
-  torchrun --nproc_per_node 8 -m repaint eval test100/ --model celeba256 --masks all
+  repaint evaluate test100/ --model celeba256 --masks all --published celebahq --out eval/celebahq
+  repaint evaluate test100/ --model imagenet256 --classifier imagenet256_classifier --masks wide --masks half \
+      --class-label 207 --out eval/imagenet
+  repaint eval faces/ --masks all --fast --out eval/faces       (the bundled model with its own fast schedule)
+  torchrun --nproc_per_node 8 -m repaint eval test100/ --model celeba256 --masks all --out eval/celebahq
 """
 
 
@@ -40,8 +44,9 @@ def _common(command):
         click.option("--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="torchvision AlexNet weights alexnet-owt-7be5be79.pth (default: $REPAINT_ALEXNET or the "
                           "torch hub cache)."),
-        click.option("--resize", is_flag=True, help="Scale images to the model's size."),
-        click.option("--crop", is_flag=True, help="Cut out the centre (with --resize: scale, then crop)."),
+        click.option("--fit", type=click.Choice(FIT_STRATEGIES), default="auto", show_default=True,
+                     help="How images meet the model's size (crop windows around holes, resize, none); outputs "
+                          "stay at the image's size."),
         click.option("--device", default="auto", show_default=True, help="auto (cuda:LOCAL_RANK or cpu), cpu, cuda:N."),
         unet_config_option,
     ]
@@ -55,8 +60,7 @@ def _eval_kwargs(opts: dict) -> dict:
     return dict(
         masks=list(opts.pop("masks")), n_samples=opts.pop("n_samples"), seed=opts.pop("seed"),
         mask_seed=opts.pop("mask_seed"), batch_size=opts.pop("batch_size"), lpips_weights=opts.pop("lpips_weights"),
-        metrics=tuple(opts.pop("metrics")) or None,
-        fit=fit_mode(opts.pop("resize"), opts.pop("crop")), classifier=opts.pop("classifier"),
+        fit=opts.pop("fit"), classifier=opts.pop("classifier"), metrics=tuple(opts.pop("metrics")) or None,
         device=None if device == "auto" else device_of(device),
         unet_config=parse_settings(opts.pop("unet_config")) or None,
     )
@@ -64,21 +68,23 @@ def _eval_kwargs(opts: dict) -> dict:
 
 @click.command("evaluate", epilog=EVAL_EXAMPLES)
 @_common
-@click.option("--steps", type=click.IntRange(min=1), default=250, show_default=True, help="Respaced steps T.")
-@click.option("--jump-length", type=click.IntRange(min=1), default=10, show_default=True, help="j.")
-@click.option("--jump-n-sample", "--resamplings", "jump_n_sample", type=click.IntRange(min=1), default=10,
-              show_default=True, help="r.")
-@click.option("--paper", type=click.Choice(["celebahq", "imagenet"]), default=None,
-              help="Show the published LPIPS of this dataset next to ours.")
+@schedule_options
+@click.option("--class-label", type=int, default=None,
+              help="Class for class-conditional models / guidance (default: drawn from each sample's seed).")
+@click.option("--published", type=click.Choice(["celebahq", "imagenet"]), default=None,
+              help="Show the paper's published LPIPS of this dataset next to ours.")
 @handles_errors
-def evaluate_command(images: Path, out_dir: Path, model: str, steps: int, jump_length: int, jump_n_sample: int,
-                     paper: str | None, **opts) -> None:
+def evaluate_command(images: Path, out_dir: Path, model: str, published: str | None,
+                     class_label: int | None, **opts) -> None:
     """Inpaint every image of IMAGES under each mask setting; write outputs and a Table 1 style report."""
     from ..evaluate import evaluate
-    from ..settings import SamplerSettings
+    from ..pipeline import recommended_settings
 
-    settings = SamplerSettings(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample)
-    report = evaluate(images, out_dir, model, settings=settings, paper=paper, **_eval_kwargs(opts))
+    check_seed(opts["seed"], 1000 * 1000)
+    settings = settings_from(recommended_settings(model), opts)
+    click.echo(f"sampler: {settings.describe()}")
+    report = evaluate(images, out_dir, model, settings=settings, paper=published,
+                      class_label=class_label, **_eval_kwargs(opts))
     click.echo(f"report: {out_dir / 'report.md'}" + ("" if report.complete else " (incomplete)"))
 
 
