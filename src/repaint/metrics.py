@@ -56,8 +56,8 @@ def find_weights(filename: str, path: str | os.PathLike | None, env: str) -> Pat
     candidate = Path(chosen) if chosen is not None else _hub_checkpoint(filename)
     if candidate.is_file():
         return candidate
-    raise MetricWeightsMissing(
-        f"{filename} not found at {candidate}: put it at {_hub_checkpoint(filename)} or point ${env} to it")
+    where = "there" if candidate == _hub_checkpoint(filename) else f"at {_hub_checkpoint(filename)}"
+    raise MetricWeightsMissing(f"{filename} not found at {candidate}: put it {where} or point ${env} to it")
 
 
 # ---------------------------------------------------------------------------------------------------------------
