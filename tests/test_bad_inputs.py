@@ -81,6 +81,8 @@ CASES = [
          "takes KEY=VALUE"),
     Case("--unet-config unknown setting", "inpaint {face} {mask} --out {out} --unet-config num_hedas=2",
          "unknown UNetConfig keys"),
+    Case("--unet-config for a diffusers folder", "inpaint {face} {mask} --out {out} --model {w}/images "
+         "--unet-config num_heads=2", "diffusers folder"),
     Case("bad config file beside the checkpoint", "inpaint {img32} {mask32} --out {out} --model {w}/sidecar.pt",
          "cannot read the config file"),
     Case("class label for an unconditional model", "inpaint {face} {mask} --out {out} --class-label 3",

@@ -23,6 +23,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from .diffusion import DiffusionConfig
 from .models import EncoderUNetModel, UNetModel
 
 # Official default widths per level, by image size (used when channel_mult is empty).
@@ -187,13 +188,38 @@ class ClassifierConfig(_ConfigDict):
 
 @dataclass(frozen=True)
 class DiffusionSettings(_ConfigDict):
-    """The forward process a UNet checkpoint was trained with."""
+    """The forward process a UNet checkpoint was trained with (the fields of :class:`DiffusionConfig` but respacing)."""
 
     steps: int = 1000                             # length of the training noise schedule
-    noise_schedule: str = "linear"                # "linear" or "cosine"
+    noise_schedule: str = "linear"                # "linear", "cosine" or "scaled_linear"
     learn_sigma: bool = True                      # the UNet also predicts the variance
+    beta_start: float | None = None               # linear / scaled_linear range; None = DDPM's (scaled to steps)
+    beta_end: float | None = None
+    fixed_variance: str = "large"                 # without learn_sigma: "large" (beta_t) or "small" (beta~_t)
+    clip_sample: bool = True                      # False: the model's x0 estimate must not be clamped to [-1, 1]
+
+    def __post_init__(self):
+        self.diffusion_config()  # one error for an invalid schedule, at construction
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored with checkpoints; the fields added for diffusers models are left out at their defaults, so the
+        records (and evaluation identities) of every earlier checkpoint stay byte-identical."""
+        data = super().to_dict()
+        for name in ("beta_start", "beta_end", "fixed_variance", "clip_sample"):
+            if data[name] == _DIFFUSION_DEFAULTS[name]:
+                del data[name]
+        return data
+
+    def diffusion_config(self, respacing: str = "") -> DiffusionConfig:
+        """The respaced diffusion of this training process."""
+        return DiffusionConfig(
+            steps=self.steps, noise_schedule=self.noise_schedule, timestep_respacing=respacing,
+            learn_sigma=self.learn_sigma, beta_start=self.beta_start, beta_end=self.beta_end,
+            fixed_variance=self.fixed_variance,
+        )
 
 
+_DIFFUSION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DiffusionSettings)}
 Config = Union[UNetConfig, ClassifierConfig]
 
 

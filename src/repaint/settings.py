@@ -62,11 +62,8 @@ class SamplerSettings:
         return self.timestep_respacing or str(self.steps)
 
     def diffusion_config(self, trained) -> DiffusionConfig:
-        """The respaced diffusion for a checkpoint trained as ``trained`` (steps, noise_schedule, learn_sigma)."""
-        return DiffusionConfig(
-            steps=trained.steps, noise_schedule=trained.noise_schedule, timestep_respacing=self.respacing(),
-            learn_sigma=trained.learn_sigma,
-        )
+        """The respaced diffusion for a checkpoint trained as ``trained`` (a presets.DiffusionSettings)."""
+        return trained.diffusion_config(self.respacing())
 
     def jump_schedule(self, t_T: int) -> JumpSchedule:
         return JumpSchedule(

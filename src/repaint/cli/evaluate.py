@@ -26,7 +26,8 @@ Examples:
 def _common(command):
     options = [
         click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path)),
-        click.option("--model", default="default", show_default=True, help="Preset name, checkpoint file or default."),
+        click.option("--model", default="default", show_default=True,
+                     help="Preset name, checkpoint file, diffusers folder or default."),
         click.option("--classifier", default=None, help="Noisy-image classifier for guidance."),
         click.option("--masks", "masks", multiple=True, default=("wide",), show_default=True,
                      help="Mask kind (wide, narrow, super_resolve_2x, every_second_line, half, expand, all) or a "

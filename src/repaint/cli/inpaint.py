@@ -47,7 +47,7 @@ def _label_for(seed: int, classes: int) -> int:
 @click.argument("image", required=False, type=click.Path(path_type=Path))
 @click.argument("mask", required=False, type=click.Path(path_type=Path))
 @click.option("--model", default="default", show_default=True,
-              help='Checkpoint: "default" (the bundled 64x64 face model), a preset name or a file path.')
+              help='Checkpoint: "default" (the bundled 64x64 face model), a preset name, a file or a diffusers folder.')
 @click.option("--preset", default=None, help="Force the architecture of a preset for a checkpoint file.")
 @unet_config_option
 @schedule_options
@@ -162,7 +162,7 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
             bar.total = (bar.total or 0) + calls
             echo(f"{image_path.name}: {photo.shape[1]}x{photo.shape[0]}, fit {fit}, {len(windows)} window(s), "
                  f"{calls} network calls")
-            yield InpaintRequest(photo, keep, seeds, name, labels)
+            yield InpaintRequest(photo, keep, seeds, name, labels, tag=image_path)
 
     batch_size = batch_size or 8
     frames_dir = Path(opts["out_dir"]) / "frames"
@@ -179,7 +179,7 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
         for result in inpaint_stream(inpainter, requests(), settings, fit=opts["fit"],
                                      batch_size=batch_size, classifier_scale=scale,
                                      callback=progress):
-            write_result(result, dirs)
+            write_result(result, dirs, source=result.tag)
             written += len(result.samples)
     click.echo(f"wrote {written} inpainted image(s) to {dirs.inpainted} (inputs in {dirs.gt}, masks in "
                f"{dirs.gt_keep_mask}, masked inputs in {dirs.gt_masked})")
