@@ -103,12 +103,19 @@ def remove_temporaries(paths: Iterable[Path]) -> None:
 
 
 def ensure_writable(folders: Iterable[str | os.PathLike]) -> None:
-    """Create ``folders`` and prove each takes a file, so a run finds an unwritable output before it samples."""
+    """Prove that ``folders`` can be created and take a file, so a run finds an unwritable output before it samples.
+
+    Nothing is created: the probe file goes into each folder's nearest existing ancestor and is removed, so a run
+    that then fails on bad input leaves no empty folders behind (the folders are made when the first file is
+    written).
+    """
     for folder in folders:
-        folder = Path(folder)
+        folder = Path(folder).absolute()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+            if not existing.is_dir():
+                raise NotADirectoryError(0, f"{existing} is a file")
+            fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test.", suffix=".tmp")
             os.close(fd)
             os.unlink(probe)
         except OSError as err:

@@ -9,9 +9,10 @@ original-process timesteps the sampler passes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -112,16 +113,26 @@ class Inpainter:
         device: str | torch.device = "cpu",
         preset: str | None = None,
         accel: Accel = Accel(),
+        unet_config: Mapping[str, Any] | None = None,
     ) -> "Inpainter":
-        """Load by preset name, file path, diffusers folder or "default" (the bundled face model)."""
+        """Load by preset name, file path, diffusers folder or "default" (the bundled face model).
+
+        ``unet_config`` sets UNetConfig fields a checkpoint file does not determine (the attention-head settings of
+        an inferred architecture, see :func:`repaint.presets.load_checkpoint`); they win over a config file beside
+        it. Diffusers folders carry their own config (giving ``unet_config`` for one is an error).
+        """
         device = torch.device(device)
         path, found_preset = resolve_checkpoint(model)
         if path.is_dir():
+            if unet_config:
+                raise CheckpointError(f"{path} is a diffusers folder, whose config.json sets the architecture; "
+                                      "UNet settings (--unet-config) apply to checkpoint files only")
             unet, config, trained = _load_diffusers(path, preset)
         else:
             preset = preset or found_preset
             contents = read_checkpoint(path)
-            unet, config = load_checkpoint(path, preset=preset, kind="unet", contents=contents)
+            unet, config = load_checkpoint(path, preset=preset, kind="unet", contents=contents,
+                                           **(unet_config or {}))
             trained = get_preset(preset).diffusion if preset else _stored_diffusion(contents[1])
             trained = trained or DiffusionSettings(learn_sigma=config.learn_sigma)
         clf = None

@@ -17,7 +17,8 @@ from ..io import OutputDirs, save_image
 from ..sampler import INJECTION_MODES
 from ..samplers import network_calls
 from .common import (
-    InputError, check_seed, device_of, echo, explicit_options, handles_errors, schedule_options, settings_from,
+    InputError, check_seed, device_of, echo, explicit_options, handles_errors, parse_settings, schedule_options,
+    settings_from, unet_config_option,
 )
 
 EXAMPLES = """
@@ -48,6 +49,7 @@ def _label_for(seed: int, classes: int) -> int:
 @click.option("--model", default="default", show_default=True,
               help='Checkpoint: "default" (the bundled 64x64 face model), a preset name, a file or a diffusers folder.')
 @click.option("--preset", default=None, help="Force the architecture of a preset for a checkpoint file.")
+@unet_config_option
 @schedule_options
 @click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Samples per image; sample k uses seed SEED + k.")
@@ -109,7 +111,8 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     else:
         conf_classifier = conf.classifier_path if conf is not None and conf.classifier_scale > 0 else None
         inpainter = Inpainter.load(model, classifier=opts["classifier"] or conf_classifier, device=device,
-                                   preset=opts["preset"], accel=accel)
+                                   preset=opts["preset"], accel=accel,
+                                   unet_config=parse_settings(opts["unet_config"]) or None)
     label = opts["class_label"] if "class_label" in explicit or conf is None else conf.class_label
     if label is not None and inpainter.num_classes is not None and not 0 <= label < inpainter.num_classes:
         raise InputError(f"--class-label {label} is out of range 0..{inpainter.num_classes - 1}")
