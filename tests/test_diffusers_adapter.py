@@ -364,3 +364,20 @@ def test_export_refuses_what_unet2dmodel_cannot_express(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(CheckpointError, match="exists"):
         export_diffusers("default", tmp_path / "taken")
+
+
+def test_repaint_export_format_diffusers_writes_a_folder_diffusers_loads(tmp_path):
+    from click.testing import CliRunner
+
+    from repaint.cli import cli
+
+    out = tmp_path / "face64-diffusers"
+    result = CliRunner().invoke(cli, ["export", "default", str(out), "--format", "diffusers"])
+    assert result.exit_code == 0, result.output
+    unet = diffusers.UNet2DModel.from_pretrained(out / "unet")
+    ours = Inpainter.load("default")
+    x, t = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
+    with torch.no_grad():
+        assert torch.allclose(unet(x, t).sample, ours.unet(x, t), atol=1e-4)
+    again = CliRunner().invoke(cli, ["export", "default", str(out), "--format", "diffusers"])
+    assert again.exit_code == 2 and again.stderr.strip().startswith("repaint: error:") and "exists" in again.stderr

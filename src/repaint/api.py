@@ -138,16 +138,18 @@ class InpaintResult:
 # ---------------------------------------------------------------------------------------------------------------
 
 def load_inpainter(model: str | os.PathLike = "default", *, classifier: str | None = None, device: str = "auto",
-                   preset: str | None = None, accel=None) -> Inpainter:
-    """Load a model by preset name, file path or "default" (the bundled face model) onto ``device`` ("auto" = CUDA
-    when available)."""
+                   preset: str | None = None, accel=None, unet_config: dict | None = None) -> Inpainter:
+    """Load a model by preset name, file path, diffusers folder or "default" (the bundled face model) onto
+    ``device`` ("auto" = CUDA when available); ``unet_config`` sets architecture fields a checkpoint does not
+    determine (see :meth:`repaint.pipeline.Inpainter.load`)."""
     from .accel import Accel
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for but no CUDA device is available; use cpu")
-    return Inpainter.load(str(model), classifier=classifier, device=device, preset=preset, accel=accel or Accel())
+    return Inpainter.load(str(model), classifier=classifier, device=device, preset=preset, accel=accel or Accel(),
+                          unet_config=unet_config)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

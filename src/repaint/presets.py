@@ -119,7 +119,8 @@ class UNetConfig(_ConfigDict):
     resblock_updown: bool = False                 # ResBlocks resample instead of plain convs
     use_new_attention_order: bool = False         # q/k/v split before heads
     dropout: float = 0.0                          # dropout inside ResBlocks
-    use_fp16: bool = False                        # the reference ran the torso's convs in float16
+    use_fp16: bool = False                        # the reference's flag: torso convs in float16 (precision
+                                                  # "reference-fp16" of repaint.accel when sampling on CUDA)
 
     def __post_init__(self):
         self._normalise("attention_resolutions", "channel_mult")

@@ -41,6 +41,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch import nn
 
+from .accel import TRAINING_PRECISIONS
 from .data import ImageDataset, batches_per_epoch, epoch_batches
 from .files import atomic_write
 from .diffusion import Diffusion, DiffusionConfig
@@ -254,8 +255,8 @@ class TrainConfig:
             self.model = UNetConfig.from_dict(self.model)
         if isinstance(self.diffusion, Mapping):
             self.diffusion = DiffusionSettings.from_dict(self.diffusion)
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
+        if self.precision not in TRAINING_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(TRAINING_PRECISIONS)}, got {self.precision!r}")
         if self.model.learn_sigma != self.diffusion.learn_sigma:
             raise ValueError("model.learn_sigma and diffusion.learn_sigma disagree")
         if self.batch_size < 1 or self.steps < 0 or not 0 <= self.ema_rate < 1:

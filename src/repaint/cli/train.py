@@ -7,10 +7,12 @@ library stays the one place where a training default is declared.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import click
 
+from ..accel import TRAINING_PRECISIONS
 from .common import handles_errors
 
 TRAIN_EXAMPLES = """
@@ -27,6 +29,7 @@ EXPORT_EXAMPLES = """
 Examples:
   repaint export runs/mine/ckpt_00020000.pt mine.safetensors
   repaint inpaint photo.png mask.png --model mine.safetensors
+  repaint export default face64-diffusers --format diffusers      (the bundled model as a diffusers folder)
 """
 
 # Help for each TrainConfig field (defaults come from TrainConfig itself). The help test checks that every field
@@ -57,7 +60,7 @@ TRAIN_HELP = {
     "device": "auto (CUDA when available), cpu or cuda.",
     "resume": "auto (newest readable checkpoint in --out), a checkpoint file, or none (start over).",
 }
-_CHOICES = {"precision": ("fp32", "bf16", "fp16")}
+_CHOICES = {"precision": TRAINING_PRECISIONS}
 _NOT_OPTIONS = ("data", "out", "model", "diffusion")
 
 
@@ -141,12 +144,38 @@ def train(data: Path, out: Path, image_size: int, model_channels: int, num_res_b
 
 @click.command(epilog=EXPORT_EXAMPLES)
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "diffusers"]), default="safetensors",
+              show_default=True,
+              help="safetensors: our file (weights + config); diffusers: a folder with unet/ and scheduler/ that "
+                   "diffusers' UNet2DModel loads (needs the diffusers extra).")
 @click.option("--fp32", is_flag=True, help="Keep float32 weights (default: float16, half the size).")
 @click.option("--raw", is_flag=True, help="Export the raw weights instead of their EMA.")
 @handles_errors
-def export(checkpoint: Path, output: Path, fp32: bool, raw: bool) -> None:
-    """Write a training CHECKPOINT's EMA weights and config as OUTPUT (.safetensors) for repaint inpaint --model."""
+def export(checkpoint: Path, output: Path, fmt: str, fp32: bool, raw: bool) -> None:
+    """Write a model as OUTPUT: a training CHECKPOINT's EMA weights and config as .safetensors for repaint inpaint
+    --model, or (--format diffusers) any model --model takes, training checkpoints included, as a diffusers folder."""
     from ..training import export_ema
 
-    click.echo(f"wrote {export_ema(checkpoint, output, half=not fp32, use_ema=not raw)}")
+    if fmt == "safetensors":
+        click.echo(f"wrote {export_ema(checkpoint, output, half=not fp32, use_ema=not raw)}")
+        return
+    from ..diffusers_export import export_diffusers
+
+    if checkpoint.suffix == ".pt" and _is_training_checkpoint(checkpoint):
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = export_ema(checkpoint, Path(tmp) / "ema.safetensors", half=False, use_ema=not raw)
+            click.echo(f"wrote {export_diffusers(weights, output)}")
+        return
+    click.echo(f"wrote {export_diffusers(str(checkpoint), output)}")
+
+
+def _is_training_checkpoint(path: Path) -> bool:
+    """A file written by repaint train (its state holds the optimiser and EMA weights), not a bare state dict."""
+    from ..training import load_training_checkpoint
+
+    try:
+        load_training_checkpoint(path)
+    except (OSError, ValueError):
+        return False
+    return True
