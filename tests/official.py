@@ -1,4 +1,8 @@
-"""Where the reference implementation's conformance numbers are, and how to run a network on one of its cases."""
+"""Where the reference implementation's conformance numbers are, and how to run a network on one of its cases.
+
+The numbers live in the repository (tests/fixtures/official, 7.5 MB, with their README), so the suite runs from a
+plain clone; REPAINT_FIXTURES points elsewhere (e.g. a newer copy being checked).
+"""
 
 import os
 from pathlib import Path
@@ -7,9 +11,7 @@ import torch
 
 from repaint.models import EncoderUNetModel
 
-FIXTURES = Path(
-    os.environ.get("REPAINT_FIXTURES", Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "official")
-)
+FIXTURES = Path(os.environ.get("REPAINT_FIXTURES") or Path(__file__).resolve().parent / "fixtures" / "official")
 
 
 def require_fixtures() -> Path:

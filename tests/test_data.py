@@ -72,7 +72,7 @@ def test_resize_crops_the_centre_square():
 
 
 def test_missing_or_empty_data_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError):
         ImageDataset(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):

@@ -97,3 +97,37 @@ def test_cosine_schedule_is_bounded_and_monotone():
 def test_unknown_config_keys_are_an_error():
     with pytest.raises(ValueError, match="unknown diffusion setting"):
         DiffusionConfig.from_dict({"steps": 1000, "rescale_timesteps": True})
+
+
+def test_explicit_linear_range_and_scaled_linear():
+    linear = Diffusion(DiffusionConfig(steps=100, beta_start=0.001, beta_end=0.05)).tables64["betas"]
+    # (the tables' betas are re-derived from alphā, so equal to ~1e-15, not bit for bit)
+    assert abs(linear[0] - 0.001) < 1e-13 and abs(linear[-1] - 0.05) < 1e-13
+    assert np.allclose(np.diff(linear, 2), 0, atol=1e-12)
+    scaled = Diffusion(DiffusionConfig(steps=100, noise_schedule="scaled_linear", beta_start=0.00085,
+                                       beta_end=0.012)).tables64["betas"]
+    roots = np.sqrt(scaled)  # evenly spaced square roots (latent diffusion's schedule)
+    assert abs(scaled[0] - 0.00085) < 1e-13 and abs(scaled[-1] - 0.012) < 1e-13
+    assert np.allclose(np.diff(roots, 2), 0, atol=1e-11) and not np.allclose(np.diff(scaled, 2), 0, atol=1e-9)
+    default = Diffusion(DiffusionConfig()).tables64["betas"]
+    assert np.array_equal(default, Diffusion(DiffusionConfig(beta_start=1e-4, beta_end=0.02)).tables64["betas"])
+    assert not np.array_equal(default, Diffusion(DiffusionConfig(beta_start=2e-4, beta_end=0.02)).tables64["betas"])
+
+
+@pytest.mark.parametrize("changes", [dict(beta_start=0.02, beta_end=0.01), dict(beta_end=1.5),
+                                     dict(fixed_variance="medium"), dict(noise_schedule="sigmoid")])
+def test_invalid_schedule_settings_are_refused(changes):
+    with pytest.raises(ValueError):
+        DiffusionConfig(**changes)
+
+
+def test_fixed_small_variance_is_the_posterior_variance():
+    small = Diffusion(DiffusionConfig(timestep_respacing="50", learn_sigma=False, fixed_variance="small"))
+    large = Diffusion(DiffusionConfig(timestep_respacing="50", learn_sigma=False))
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([1, 40])
+    a, b = small.p_mean_variance(x * 0.5, x, t), large.p_mean_variance(x * 0.5, x, t)
+    assert torch.equal(a["mean"], b["mean"])
+    torch.testing.assert_close(a["variance"][:, 0, 0, 0], small.posterior_variance[t])
+    torch.testing.assert_close(b["variance"][:, 0, 0, 0], large.betas[t])
+    assert (a["variance"] < b["variance"]).all()  # beta~_t < beta_t for t > 0

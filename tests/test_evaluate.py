@@ -174,6 +174,55 @@ def test_other_sizes_are_fitted_or_skipped(tmp_path, inpainter):
     assert (sample[keep] == np.asarray(Image.open(gt))[keep]).all()
 
 
+def test_wrong_sized_and_oversized_images_are_skipped_like_corrupt_ones(tmp_path, inpainter):
+    from test_io import huge_png
+
+    images = image_folder(tmp_path / "images", n=2)
+    Image.new("RGB", (40, 40)).save(images / "wide.png")
+    huge_png(images / "bomb.png")
+    with pytest.warns(UserWarning, match="skipping"):
+        report = ev.evaluate(images, tmp_path / "out", inpainter, "half", settings=FAST, metrics=("psnr",),
+                             fit="none", progress=False)
+    reasons = {name: reason for _, name, reason in report.skipped}
+    assert set(reasons) == {"wide.png", "bomb.png"} and report.complete
+    assert "fit" in reasons["wide.png"] and "safety limit" in reasons["bomb.png"]
+    assert report.summary["half"]["psnr"][2] == 2  # the two good images were evaluated
+
+
+@pytest.fixture
+def no_alexnet(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPAINT_ALEXNET", str(tmp_path / "absent" / "alexnet-owt-7be5be79.pth"))
+
+
+def test_default_metrics_skip_lpips_without_weights_and_never_mix(tmp_path, inpainter, no_alexnet):
+    images = image_folder(tmp_path / "images", n=1)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"metric\(s\) lpips skipped, scoring with psnr, ssim only: .*"
+                                         r"alexnet-owt-7be5be79.pth not found.*--lpips-weights"):
+        report = ev.evaluate(images, out, inpainter, "half", settings=FAST, progress=False)
+    assert report.manifest["metrics"] == ["psnr", "ssim"] and report.manifest["lpips"] == "none"
+    assert set(report.summary["half"]) == {"psnr", "ssim"} and report.complete
+    # the same metric set named explicitly is the same run (resumes); another set into this folder is refused
+    assert ev.evaluate(images, out, inpainter, "half", settings=FAST, metrics=("psnr", "ssim"), progress=False).complete
+    with pytest.raises(ev.EvalError, match="differs in: lpips, metrics"):
+        ev.evaluate(images, out, inpainter, "half", settings=FAST, lpips_random=True, progress=False)
+
+
+def test_a_required_metric_that_cannot_run_is_an_error_before_any_file(tmp_path, inpainter, no_alexnet):
+    images = image_folder(tmp_path / "images", n=1)
+    with pytest.raises(ev.EvalError, match="alexnet-owt-7be5be79.pth not found.*--lpips-weights") as error:
+        ev.evaluate(images, tmp_path / "out", inpainter, "half", settings=FAST, metrics=("lpips", "psnr"),
+                    progress=False)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()  # no manifest.json, so the corrected command can use the same folder
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not weights")
+    with pytest.raises(ValueError, match=f"cannot use {bad} as the AlexNet weights") as error:
+        ev.evaluate(images, tmp_path / "out", inpainter, "half", settings=FAST, lpips_weights=bad, progress=False)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_arguments(tmp_path, inpainter):
     images = image_folder(tmp_path / "images", n=1)
     with pytest.raises(ev.EvalError, match="neither a mask kind"):
@@ -191,3 +240,27 @@ def test_model_identity_ignores_the_file_name(model_file, inpainter, tmp_path):
     a, b = ev.load_model(str(model_file), "cpu")[1], ev.load_model(str(copy), "cpu")[1]
     assert a["weights_sha256_1mb"] == b["weights_sha256_1mb"] and a["file"] != b["file"]
     assert ev._differences({"model": a}, {"model": b}) == []
+
+
+def test_unet_settings_from_the_command_line_reach_the_model_and_the_manifest(tmp_path):
+    from click.testing import CliRunner
+    from evaluation_helpers import TINY
+
+    from repaint.cli import cli
+    from repaint.presets import build_model
+
+    images = image_folder(tmp_path / "images", n=1)
+    model = tmp_path / "plain.pt"  # a bare state dict: the architecture is inferred, the heads guessed
+    torch.save(build_model(TINY).state_dict(), model)
+    args = ["eval", str(images), "--model", str(model), "--masks", "half", "--metrics", "psnr", "--steps", "2",
+            "--jump-length", "1", "--jump-n-sample", "1", "--unet-config", "image_size=32"]
+    guessed = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")], prog_name="repaint")
+    assert guessed.exit_code == 0, guessed.output
+    assert guessed.stderr.count("repaint: warning:") == 1 and "--unet-config" in guessed.stderr
+    given = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b"), "--unet-config", "num_heads=2",
+                                     "--unet-config", "num_head_channels=-1", "--unet-config", "num_heads_upsample=1",
+                                     "--unet-config", "use_new_attention_order=true"], prog_name="repaint")
+    assert given.exit_code == 0, given.output
+    assert "do not determine" not in given.stderr  # nothing was guessed
+    config = json.loads((tmp_path / "b" / "manifest.json").read_text())["model"]["config"]
+    assert (config["num_heads"], config["num_heads_upsample"], config["use_new_attention_order"]) == (2, 1, True)

@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pytest
 from evaluation_helpers import image_folder, tiny_model
@@ -68,3 +69,22 @@ def test_jump_grid_and_sdedit_tables(setup):
     assert [(r["repeats"], r["network calls"]) for r in got] == [("2", "6"), ("-", "7")]
     assert (root / "t4" / "sdedit_T4_h2_k2" / "manifest.json").is_file()
     assert "Table 4" in table.markdown()
+
+
+def test_ablations_run_offline_on_the_available_metrics(setup, tmp_path, monkeypatch):
+    model, images, _ = setup
+    monkeypatch.setenv("REPAINT_ALEXNET", str(tmp_path / "absent.pth"))
+    quick = {k: v for k, v in QUICK.items() if k != "lpips_random"}
+    with pytest.warns(UserWarning, match=r"lpips skipped, scoring with psnr, ssim only") as record:
+        table = ex.jump_grid(images, tmp_path / "t3", model, t_T=4, jump_lengths=(1, 2), resamplings=(2,), **quick)
+    assert sum("skipped, scoring" in str(w.message) for w in record) == 1  # one warning, not one per configuration
+    assert table.metrics == ["psnr", "ssim"]
+    head = rows(tmp_path / "t3" / "jump_grid.csv")[0]
+    assert "psnr_half" in head and "ssim_half" in head and not any(k.startswith("lpips") for k in head)
+    assert "PSNR Half" in table.markdown() and "LPIPS" not in table.markdown()
+    for name in ("T4_j1_r2", "T4_j2_r2"):  # every configuration of the table was scored with the same set
+        assert json.loads((tmp_path / "t3" / name / "manifest.json").read_text())["metrics"] == ["psnr", "ssim"]
+    with pytest.raises(EvalError, match="--lpips-weights"):
+        ex.jump_grid(images, tmp_path / "t3b", model, t_T=4, jump_lengths=(1,), resamplings=(2,), metrics=("lpips",),
+                     **quick)
+    assert not (tmp_path / "t3b").exists()

@@ -118,3 +118,33 @@ def test_output_writer_writes_nothing_for_a_bad_sample(tmp_path):
     with pytest.raises(ValueError):
         OutputWriter(OutputDirs.under(tmp_path)).write("x", torch.zeros(3, 4, 4), torch.ones(1, 4, 4), {0: bad})
     assert not any(tmp_path.rglob("*.png"))
+
+
+def huge_png(path, width=14000, height=14000):
+    """A PNG whose header claims width x height pixels (Pillow checks the size when opening, before decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [10000, 14000])  # over Pillow's limit (a warning there), over twice it (an error)
+def test_decompression_bombs_are_one_line_image_errors(tmp_path, side):
+    import warnings
+
+    from repaint.masks import MaskError, load_mask
+
+    path = huge_png(tmp_path / "huge.png", side, side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Pillow warning escapes either
+        with pytest.raises(ImageError, match="safety limit") as info:
+            load_image(path)
+        assert "\n" not in str(info.value) and str(path) in str(info.value)
+        with pytest.raises(MaskError, match="safety limit"):
+            load_mask(path)

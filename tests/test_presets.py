@@ -249,3 +249,96 @@ def test_saved_diffusion_settings_travel_with_the_weights(tmp_path):
     _, stored = read_checkpoint(path)
     assert DiffusionSettings.from_dict(stored["diffusion"]) == settings
     assert load_checkpoint(path)[1] == config
+
+
+@pytest.mark.parametrize("kind", [None, "unet", "classifier"])
+def test_unrelated_weights_are_not_called_a_classifier(tmp_path, kind):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"encoder.layer.0.weight": torch.zeros(4, 4), "decoder.bias": torch.zeros(4)}, str(path))
+    with pytest.raises(CheckpointError, match="not a guided-diffusion UNet or classifier") as error:
+        load_checkpoint(path, kind=kind)
+    assert "classifier state dict" not in str(error.value) and "decoder.bias" in str(error.value)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+# -- settings the weights do not determine ----------------------------------------------------
+
+
+def _official_pt(tmp_path, name="unet_s2"):
+    io, state_dict = load_fixture(name)
+    path = tmp_path / f"{name}.pt"
+    torch.save(state_dict, path)
+    return io, path
+
+
+def _relative_error(model, io):
+    out, ref = run(model, io), reference(io)
+    return float((out - ref).norm() / ref.norm())
+
+
+def test_guessed_head_settings_warn_and_are_wrong_for_other_checkpoints(tmp_path):
+    io, path = _official_pt(tmp_path)  # unet_s2: num_heads=2, num_head_channels=-1, new attention order
+    with pytest.warns(UserWarning, match="do not determine num_heads=4, num_head_channels=-1, num_heads_upsample=-1, "
+                                         "use_new_attention_order=False.*unet_s2.json.*--unet-config") as record:
+        model, config = load_checkpoint(path, image_size=32)
+    assert len(record) == 1
+    assert _relative_error(model, io) > 0.1  # strict loading succeeded, yet the outputs are wrong (0.23)
+
+
+@pytest.mark.parametrize("suffix, text", [
+    (".json", '{"num_heads": 2, "num_head_channels": -1, "num_heads_upsample": -1, "use_new_attention_order": true}'),
+    (".yaml", "num_heads: 2\nnum_head_channels: -1\nnum_heads_upsample: -1\nuse_new_attention_order: true\n"),
+])
+def test_a_config_file_beside_the_checkpoint_sets_them(tmp_path, suffix, text):
+    import warnings
+
+    io, path = _official_pt(tmp_path)
+    path.with_suffix(suffix).write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is guessed any more
+        model, config = load_checkpoint(path, image_size=32)
+    assert (config.num_heads, config.use_new_attention_order) == (2, True)
+    torch.testing.assert_close(run(model, io), reference(io), rtol=1e-5, atol=1e-5)
+
+
+def test_explicit_settings_win_over_the_file_and_only_unset_ones_are_reported(tmp_path):
+    from repaint.pipeline import Inpainter
+
+    io, path = _official_pt(tmp_path)
+    path.with_suffix(".yml").write_text("num_heads: 8\nnum_head_channels: -1\n")  # wrong head count, overridden
+    with pytest.warns(UserWarning) as record:
+        model, config = load_checkpoint(path, image_size=32, num_heads=2)
+    message = str(record[0].message)
+    assert "num_heads_upsample=-1, use_new_attention_order=False" in message and "num_heads=" not in message
+    settings = dict(image_size=32, num_heads=2, num_heads_upsample=-1, use_new_attention_order=True)
+    inpainter = Inpainter.load(str(path), unet_config=settings)
+    assert inpainter.config.num_heads == 2
+    torch.testing.assert_close(run(inpainter.unet, io), reference(io), rtol=1e-5, atol=1e-5)
+
+
+def test_head_channels_given_makes_the_head_count_irrelevant(tmp_path):
+    import warnings
+
+    io, path = _official_pt(tmp_path, "unet_s1")  # num_head_channels=32 (head count follows from it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model, _ = load_checkpoint(path, image_size=32, num_head_channels=32, use_new_attention_order=False)
+    torch.testing.assert_close(run(model, io), reference(io), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "cannot read the config file"),
+    ("[1, 2]", "must hold a mapping"),
+    ('{"num_hedas": 2}', "unknown UNetConfig keys \\['num_hedas'\\]"),
+])
+def test_a_bad_config_file_is_one_line(tmp_path, content, words):
+    _, path = _official_pt(tmp_path)
+    path.with_suffix(".json").write_text(content)
+    with pytest.raises(CheckpointError, match=words) as error:
+        load_checkpoint(path, image_size=32)
+    assert "\n" not in str(error.value)
+    path.with_suffix(".yaml").write_text("num_heads: 2\n")
+    with pytest.raises(CheckpointError, match="two config files"):
+        load_checkpoint(path, image_size=32)

@@ -21,12 +21,12 @@ def test_dataclass_matches_function_with_resolved_params(schedules_fixture):
 
 
 def test_paper_setting_costs_2410_calls():
-    assert JumpSchedule(250, 10, 10).network_calls() == 2410
-    assert JumpSchedule(250, 1, 1).network_calls() == 250
+    assert JumpSchedule(250, jump_length=10, jump_n_sample=10).network_calls() == 2410
+    assert JumpSchedule(250, jump_length=1, jump_n_sample=1).network_calls() == 250
 
 
 def test_every_move_is_a_single_step_and_ends_at_minus_one():
-    times = JumpSchedule(50, 5, 3, n_sample=2, jump2_length=2, jump2_n_sample=2).times()
+    times = JumpSchedule(50, jump_length=5, jump_n_sample=3, n_sample=2, jump2_length=2, jump2_n_sample=2).times()
     assert times[0] == 49 and times[-1] == -1
     assert all(abs(b - a) == 1 for a, b in transitions(times))
 

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import socket
 
 import numpy as np
@@ -18,7 +19,6 @@ from repaint.training import (
     hybrid_loss,
     list_checkpoints,
     load_training_checkpoint,
-    main,
     normal_kl,
     sample,
     train,
@@ -238,19 +238,53 @@ def test_export_loads_like_an_official_model(image_folder, tmp_path):
 
 
 def test_command_line_trains_and_exports(image_folder, tmp_path):
+    from click.testing import CliRunner
+
+    from repaint.cli import cli
+
     args = ["train", str(image_folder), "--out", str(tmp_path), "--steps", "1", "--batch-size", "4",
             "--image-size", "16", "--channel-mult", "1,1", "--attention-resolutions", "8", "--sample-interval", "0",
-            "--diffusion-steps", "50", "--device", "cpu"]
-    assert main(args) == 0
+            "--diffusion-steps", "50", "--device", "cpu", "--no-flip"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
     (checkpoint,) = list_checkpoints(tmp_path)
-    assert main(["export", str(checkpoint), str(tmp_path / "m.safetensors")]) == 0
+    config = TrainConfig.from_dict(load_training_checkpoint(checkpoint)["train_config"])
+    assert config.model.channel_mult == (1, 1) and config.diffusion.steps == 50 and config.flip is False
+    assert config.lr == TrainConfig(data="", out="").lr  # an option not given keeps the library's default
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 0, result.output
     assert (tmp_path / "m.safetensors").exists()
 
 
-def test_command_line_reports_bad_data_in_one_line(tmp_path, capsys):
-    assert main(["train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: training data must be") and err.count("\n") == 1
+def test_train_help_shows_every_setting_with_the_library_default():
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from repaint.cli import cli
+
+    output = CliRunner().invoke(cli, ["train", "--help"]).output
+    text = "".join(output.split())  # help lines wrap; compare without white space
+    defaults = TrainConfig(data="", out="")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "out", "model", "diffusion"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        shown = (flag[2:] if value else "no-" + flag[2:]) if isinstance(value, bool) else str(value)
+        found = re.search(re.escape(flag) + r"(?![a-z-]).*?\[default:([^;\]]*)", text)
+        assert found and found.group(1) == shown, f.name
+    assert "Examples:" in output and "repaint train my_images/ --out runs/mine" in output
+
+
+def test_command_line_reports_bad_data_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from repaint.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.startswith("repaint: error: training data must be") and result.output.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
 
@@ -286,3 +320,67 @@ def test_torchrun_style_two_process_gloo_run(image_folder, tmp_path):
     got = sorted(results.get(timeout=5) for _ in procs)
     assert got == [(0, 2, True, False), (1, 2, False, False)]  # both stepped, rank 0 wrote, the group was closed
     assert len(list_checkpoints(tmp_path)) == 1
+
+
+# ---------------------------------------------------------------------------------------------- bad input, resume
+
+
+def test_a_damaged_checkpoint_is_one_line_and_resume_falls_back_to_the_one_before(image_folder, tmp_path):
+    from repaint.presets import CheckpointError
+
+    straight = train(_config(image_folder, tmp_path / "a", steps=4))
+    run = tmp_path / "b"
+    train(_config(image_folder, run, steps=4, save_interval=2))
+    newest = list_checkpoints(run)[-1]
+    assert newest.name == "ckpt_00000004.pt"
+    newest.write_bytes(np.random.default_rng(0).bytes(4096))  # random bytes, as a bad copy leaves
+    with pytest.raises(CheckpointError, match="cannot read training checkpoint .*ckpt_00000004.pt") as error:
+        export_ema(newest, tmp_path / "x.safetensors")
+    assert "\n" not in str(error.value) and "weights_only" not in str(error.value)
+    assert not (tmp_path / "x.safetensors").exists()
+    with pytest.warns(UserWarning, match="ckpt_00000004.pt.corrupt, resuming from the checkpoint before it"):
+        resumed = train(_config(image_folder, run, steps=4, save_interval=2))
+    assert resumed.step == 4 and (run / "ckpt_00000004.pt.corrupt").exists()
+    for a, b in zip(_states(straight.checkpoint), _states(resumed.checkpoint)):
+        _assert_bitwise_equal(a, b)  # steps 3-4 were redone exactly
+    steps = [json.loads(line)["step"] for line in open(run / "log.jsonl")]
+    assert steps == [1, 2, 3, 4]  # the log lines of the lost steps 3-4 are not repeated
+
+
+def test_no_readable_checkpoint_is_an_error_that_names_the_way_out(image_folder, tmp_path):
+    from repaint.presets import CheckpointError
+
+    train(_config(image_folder, tmp_path, steps=1))
+    list_checkpoints(tmp_path)[-1].write_bytes(b"PK\x03\x04 truncated")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="--resume none"):
+        train(_config(image_folder, tmp_path, steps=2))
+    with pytest.raises(CheckpointError, match="training checkpoint not found"):
+        train(_config(image_folder, tmp_path, steps=2, resume=str(tmp_path / "absent.pt")))
+
+
+def test_an_unreadable_training_image_is_skipped_and_resume_passes_it(image_folder, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data)
+    (data / "05.png").write_bytes(b"not a png at all")
+    with pytest.warns(UserWarning, match="unreadable training image .*05.png"):
+        first = train(_config(data, tmp_path / "a", steps=3, seed=1))  # 3 steps of 4 images: every image is drawn
+    assert first.step == 3
+    with pytest.warns(UserWarning, match="1 unreadable training image"):
+        resumed = train(_config(data, tmp_path / "a", steps=6, seed=1))
+    assert resumed.step == 6
+    with pytest.warns(UserWarning, match="unreadable training image"):
+        straight = train(_config(data, tmp_path / "b", steps=6, seed=1))
+    for a, b in zip(_states(straight.checkpoint), _states(resumed.checkpoint)):
+        _assert_bitwise_equal(a, b)
+
+
+def test_no_readable_training_image_leaves_no_run_folder(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        (data / f"{i}.png").write_bytes(b"broken")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none of the 4 images"):
+        train(_config(data, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

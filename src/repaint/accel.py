@@ -36,9 +36,12 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-__all__ = ["Accel", "PRECISIONS", "REFERENCE", "accelerate", "is_noop"]
+__all__ = ["Accel", "PRECISIONS", "TRAINING_PRECISIONS", "REFERENCE", "accelerate", "is_noop"]
 
+# The one vocabulary of network precisions (sampling, training, the CLI). A checkpoint config's use_fp16 is the
+# reference's own flag for what is called "reference-fp16" here.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "reference-fp16")
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")   # training autocasts; it has no "auto" or reference mode
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "reference-fp16": torch.float16}
 _CAST_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding)  # matmul-like layers; norms stay float32
 

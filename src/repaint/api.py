@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import ImageError, OutputDirs, read_rgb, to_uint8, write_png_group
+from .files import png_writer, write_group
+from .io import ImageError, OutputDirs, read_rgb, to_uint8
 from .masks import MaskError, read_keep_mask
 from .pipeline import Inpainter
 from .samplers import network_calls
@@ -136,16 +138,18 @@ class InpaintResult:
 # ---------------------------------------------------------------------------------------------------------------
 
 def load_inpainter(model: str | os.PathLike = "default", *, classifier: str | None = None, device: str = "auto",
-                   preset: str | None = None, accel=None) -> Inpainter:
-    """Load a model by preset name, file path or "default" (the bundled face model) onto ``device`` ("auto" = CUDA
-    when available)."""
+                   preset: str | None = None, accel=None, unet_config: dict | None = None) -> Inpainter:
+    """Load a model by preset name, file path, diffusers folder or "default" (the bundled face model) onto
+    ``device`` ("auto" = CUDA when available); ``unet_config`` sets architecture fields a checkpoint does not
+    determine (see :meth:`repaint.pipeline.Inpainter.load`)."""
     from .accel import Accel
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for but no CUDA device is available; use cpu")
-    return Inpainter.load(str(model), classifier=classifier, device=device, preset=preset, accel=accel or Accel())
+    return Inpainter.load(str(model), classifier=classifier, device=device, preset=preset, accel=accel or Accel(),
+                          unet_config=unet_config)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -409,7 +413,7 @@ def inpaint_stream(
                 exhausted = True
                 break
             try:
-                photo = _prepare(request, size, fit)
+                photo = request if isinstance(request, _Photo) else _prepare(request, size, fit)
             except ValueError as err:
                 if on_error is None:
                     raise
@@ -487,12 +491,11 @@ def inpaint(
     Returns the full-size samples, one per seed (module docstring for the fit strategies). ``callback`` gets a
     :class:`Progress` after every network call; raising :class:`Cancelled` there stops the run.
     """
-    request = InpaintRequest(image, mask, seeds, name, labels)
-    photo_mask = _as_mask(mask, _as_image(image), name)
-    n = len(_check_seeds(seeds))
-    batch = batch_size or min(len(plan(inpainter, photo_mask, fit)[1]) * n, 8)
-    total = planned_calls(inpainter, settings, photo_mask, fit=fit, n_samples=n, batch_size=batch)
-    results = list(inpaint_stream(inpainter, [request], settings, fit=fit, batch_size=batch,
+    photo = _prepare(InpaintRequest(image, mask, seeds, name, labels), inpainter.image_size, fit)
+    jobs = len(photo.windows) * len(photo.request.seeds)
+    batch = batch_size or min(jobs, 8)
+    total = network_calls(settings, inpainter.diffusion(settings).num_timesteps) * math.ceil(jobs / batch)
+    results = list(inpaint_stream(inpainter, [photo], settings, fit=fit, batch_size=batch,
                                   classifier_scale=classifier_scale, callback=callback, total=total))
     return results[0]
 
@@ -501,15 +504,37 @@ def inpaint(
 # Writing.
 # ---------------------------------------------------------------------------------------------------------------
 
-def write_result(result: InpaintResult, dirs: OutputDirs | str | os.PathLike, name: str | None = None) -> list[Path]:
+def write_result(result: InpaintResult, dirs: OutputDirs | str | os.PathLike, name: str | None = None,
+                 source: str | os.PathLike | None = None) -> list[Path]:
     """Write a result in the reference's layout, all files or none (each atomic, the group removed on failure):
     ``inpainted/NAME_sSEED.png`` (full size), ``gt_masked/NAME.png`` (hole black), ``gt_keep_mask/NAME.png``
-    (white = keep), ``gt/NAME.png`` (the input)."""
+    (white = keep), ``gt/NAME.png`` (the input). ``source``: the file the image was read from; an 8-bit RGB PNG
+    is copied byte for byte into ``gt/`` (same pixels, no re-encoding of a large photo)."""
     dirs = dirs if isinstance(dirs, OutputDirs) else OutputDirs.under(dirs)
     name = name or result.name
     masked = np.where(result.mask[..., None], result.image, 0).astype(np.uint8)
-    files = {dirs.inpainted / f"{name}_s{seed}.png": sample for seed, sample in result.samples.items()}
-    files[dirs.gt_masked / f"{name}.png"] = masked
-    files[dirs.gt_keep_mask / f"{name}.png"] = (result.mask * 255).astype(np.uint8)
-    files[dirs.gt / f"{name}.png"] = result.image
-    return write_png_group(files)
+    files = {dirs.inpainted / f"{name}_s{seed}.png": png_writer(sample) for seed, sample in result.samples.items()}
+    files[dirs.gt_masked / f"{name}.png"] = png_writer(masked)
+    files[dirs.gt_keep_mask / f"{name}.png"] = png_writer((result.mask * 255).astype(np.uint8))
+    files[dirs.gt / f"{name}.png"] = _copy_writer(source) if _is_rgb_png(source) else png_writer(result.image)
+    return write_group(files)
+
+
+def _is_rgb_png(path: str | os.PathLike | None) -> bool:
+    from PIL import Image
+
+    if path is None:
+        return False
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.mode == "RGB"
+    except OSError:
+        return False
+
+
+def _copy_writer(path: str | os.PathLike):
+    def write(f) -> None:
+        with open(path, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
+
+    return write

@@ -34,6 +34,7 @@ from .accel import Accel
 from .io import OutputDirs
 from .files import IMAGE_SUFFIXES
 from .pipeline import Inpainter, resolve_checkpoint
+from .schedule import JUMP_FIELDS
 from .settings import SamplerSettings
 from .presets import (PRESETS, CheckpointError, ClassifierConfig, DiffusionSettings, Preset, UNetConfig,
                       config_from_official_kwargs, load_checkpoint)
@@ -60,10 +61,7 @@ USED_KEYS = (
     "model_path", "classifier_path", "classifier_scale", "diffusion_steps", "noise_schedule", "timestep_respacing",
     "schedule_jump_params", "clip_denoised", "cond_y", "name", "data", "device",
 )
-SCHEDULE_KEYS = (
-    "t_T", "n_sample", "jump_length", "jump_n_sample", "start_resampling",
-    "jump2_length", "jump2_n_sample", "jump3_length", "jump3_n_sample",
-)
+SCHEDULE_KEYS = ("t_T", *JUMP_FIELDS)
 
 # Known keys that do not affect sampling: key -> why it is ignored.
 IGNORED_KEYS: dict[str, str] = {

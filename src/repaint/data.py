@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,12 +64,13 @@ class ImageDataset(torch.utils.data.Dataset):
         self.flip = flip
         self.seed = seed
         self.epoch = 0
+        self.unreadable: set[str] = set()  # files found unreadable so far (skipped)
         if self.path.is_dir():
             self.names, self._blobs = _folder_files(self.path), None
         elif self.path.is_file() and tarfile.is_tarfile(self.path):
             self.names, self._blobs = _tar_members(self.path)
         else:
-            raise FileNotFoundError(f"training data must be a folder of images or a .tar of them: {self.path}")
+            raise ValueError(f"training data must be a folder of images or a .tar of them: {self.path}")
         if not self.names:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {self.path}")
 
@@ -89,11 +91,36 @@ class ImageDataset(torch.utils.data.Dataset):
         return Image.open(io.BytesIO(self._blobs[index]))
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        with self.image(index) as picture:
-            x = to_tensor(picture, self.image_size)
+        """Image ``index``; an unreadable file is replaced by the next readable one (in name order, wrapping).
+
+        The replacement depends on the index only, so a resumed run draws exactly what an uninterrupted one does.
+        Each unreadable file is warned about once (per process) and recorded in :attr:`unreadable`.
+        """
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            x = self._read(candidate)
+            if x is not None:
+                return x.flip(-1) if self.flipped(index) else x
+        raise ValueError(f"none of the {len(self)} images in {self.path} can be read")
+
+    def _read(self, index: int) -> torch.Tensor | None:
+        name = self.names[index]
+        if name in self.unreadable:
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with self.image(index) as picture:
+                    x = to_tensor(picture, self.image_size)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) \
+                as error:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+            self.unreadable.add(name)
+            reason = " ".join(str(error).split())[:120] or type(error).__name__
+            warnings.warn(f"skipping unreadable training image {name}: {reason}", stacklevel=3)
+            return None
         if x.shape[1] != x.shape[2]:
-            raise ValueError(f"{self.names[index]}: image is {tuple(x.shape[1:])}, not square; pass image_size")
-        return x.flip(-1) if self.flipped(index) else x
+            raise ValueError(f"{name}: image is {tuple(x.shape[1:])}, not square; pass image_size")
+        return x
 
 
 def batches_per_epoch(length: int, batch_size: int, world_size: int = 1) -> int:

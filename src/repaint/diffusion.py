@@ -22,7 +22,12 @@ __all__ = [
     "beta_schedule",
     "space_timesteps",
     "respace_betas",
+    "NOISE_SCHEDULES",
+    "FIXED_VARIANCES",
 ]
+
+NOISE_SCHEDULES = ("linear", "cosine", "scaled_linear")
+FIXED_VARIANCES = ("large", "small")
 
 
 @dataclass(frozen=True)
@@ -30,15 +35,21 @@ class DiffusionConfig:
     """How the noise ladder is built. The released RePaint/guided-diffusion checkpoints all use the defaults."""
 
     steps: int = 1000                 # length of the original (training) process
-    noise_schedule: str = "linear"    # "linear" (DDPM) or "cosine" (improved DDPM)
+    noise_schedule: str = "linear"    # one of NOISE_SCHEDULES (see beta_schedule)
     timestep_respacing: str = ""      # "" (all steps), "250", "10,10,10" or "ddim50"
     learn_sigma: bool = True          # network predicts [eps, v] (learned-range variance) instead of eps alone
+    beta_start: float | None = None   # first beta of "linear" / "scaled_linear"; None = DDPM's 1e-4 * 1000 / steps
+    beta_end: float | None = None     # last beta of "linear" / "scaled_linear"; None = DDPM's 0.02 * 1000 / steps
+    fixed_variance: str = "large"     # without learn_sigma: "large" (sigma^2 = beta) or "small" (beta~, DDPM eq. 7)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"diffusion steps must be >= 1, got {self.steps}")
-        if self.noise_schedule not in ("linear", "cosine"):
-            raise ValueError(f"noise_schedule must be 'linear' or 'cosine', got {self.noise_schedule!r}")
+        if self.noise_schedule not in NOISE_SCHEDULES:
+            raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {self.noise_schedule!r}")
+        if self.fixed_variance not in FIXED_VARIANCES:
+            raise ValueError(f"fixed_variance must be one of {FIXED_VARIANCES}, got {self.fixed_variance!r}")
+        beta_schedule(self.noise_schedule, self.steps, self.beta_start, self.beta_end)  # validates the range
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,11 +63,23 @@ class DiffusionConfig:
         return cls(**data)
 
 
-def beta_schedule(name: str, steps: int) -> np.ndarray:
-    """Base betas in float64. "linear": DDPM's 1e-4 .. 0.02 scaled by 1000/steps; "cosine": improved DDPM eq. 17."""
-    if name == "linear":
+def beta_schedule(name: str, steps: int, beta_start: float | None = None, beta_end: float | None = None) -> np.ndarray:
+    """Base betas in float64.
+
+    "linear": DDPM's betas evenly spaced from ``beta_start`` to ``beta_end`` (default 1e-4 .. 0.02 scaled by
+    1000/steps, Ho et al. 2020 Sec. 4); "scaled_linear": the square roots evenly spaced instead (latent diffusion's
+    schedule, diffusers' "scaled_linear"); "cosine": improved DDPM eq. 17 with betas capped at 0.999 (diffusers'
+    "squaredcos_cap_v2"), which ignores ``beta_start`` / ``beta_end``.
+    """
+    if name in ("linear", "scaled_linear"):
         scale = 1000 / steps
-        return np.linspace(scale * 0.0001, scale * 0.02, steps, dtype=np.float64)
+        start = scale * 0.0001 if beta_start is None else beta_start
+        end = scale * 0.02 if beta_end is None else beta_end
+        if not 0 < start <= end < 1:
+            raise ValueError(f"{name} betas need 0 < beta_start <= beta_end < 1, got {start} .. {end}")
+        if name == "linear":
+            return np.linspace(start, end, steps, dtype=np.float64)
+        return np.linspace(start**0.5, end**0.5, steps, dtype=np.float64) ** 2
     if name == "cosine":
         def alpha_bar(s: float) -> float:
             return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
@@ -65,7 +88,7 @@ def beta_schedule(name: str, steps: int) -> np.ndarray:
             [min(1 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), 0.999) for i in range(steps)],
             dtype=np.float64,
         )
-    raise ValueError(f"unknown noise schedule {name!r}; expected 'linear' or 'cosine'")
+    raise ValueError(f"unknown noise schedule {name!r}; expected one of {NOISE_SCHEDULES}")
 
 
 def space_timesteps(steps: int, respacing: str) -> list[int]:
@@ -163,7 +186,7 @@ class Diffusion:
 
     def __init__(self, config: DiffusionConfig = DiffusionConfig(), device: torch.device | str = "cpu"):
         self.config = config
-        base = beta_schedule(config.noise_schedule, config.steps)
+        base = beta_schedule(config.noise_schedule, config.steps, config.beta_start, config.beta_end)
         kept = space_timesteps(config.steps, config.timestep_respacing)
         self.tables64 = _float64_tables(respace_betas(base, kept))
         self.num_timesteps = len(kept)
@@ -226,7 +249,9 @@ class Diffusion:
         """Mean, variance, log-variance of p(x_{t-1} | x_t) and the predicted x_0, from the raw network output.
 
         ``model_output`` is [B, 2C, H, W] (eps, then the learned-range value v in [-1, 1], improved DDPM eq. 15) when
-        the diffusion learns sigma, [B, C, H, W] (eps only, fixed large variance) otherwise.
+        the diffusion learns sigma, [B, C, H, W] (eps only) otherwise; the fixed variance is then beta_t ("large") or
+        the posterior's beta~_t ("small", DDPM eq. 7; index 0 borrows beta~_1's log as the reference does, and no
+        noise is added at t = 0 anyway).
         """
         channels = x_t.shape[1]
         if self.config.learn_sigma:
@@ -247,8 +272,12 @@ class Diffusion:
                     f"model output has {model_output.shape[1]} channels; a fixed-variance model must give {channels}"
                 )
             eps = model_output
-            variance = self._at(self.fixed_large_variance, t).expand_as(x_t)
-            log_variance = self._at(self.fixed_large_log_variance, t).expand_as(x_t)
+            if self.config.fixed_variance == "small":
+                variance = self._at(self.posterior_variance, t).expand_as(x_t)
+                log_variance = self._at(self.posterior_log_variance_clipped, t).expand_as(x_t)
+            else:
+                variance = self._at(self.fixed_large_variance, t).expand_as(x_t)
+                log_variance = self._at(self.fixed_large_log_variance, t).expand_as(x_t)
         pred_xstart = self.predict_xstart(x_t, t, eps)
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)

@@ -61,6 +61,8 @@ __all__ = [
     "write_report",
     "mask_sources",
     "list_images",
+    "metric_unavailable",
+    "resolve_metrics",
     "sample_seed",
     "model_identity",
     "load_model",
@@ -191,14 +193,14 @@ def model_identity(inpainter: Inpainter, path: str | os.PathLike | None = None) 
 
 
 def load_model(model: str | os.PathLike | Inpainter, device: str | torch.device,
-               classifier: str | None = None) -> tuple[Inpainter, dict]:
+               classifier: str | None = None, unet_config: dict | None = None) -> tuple[Inpainter, dict]:
     """(inpainter, identity) for a preset name, checkpoint file, "default" or an already loaded Inpainter."""
     if isinstance(model, Inpainter):
         return model, model_identity(model)
     from .pipeline import resolve_checkpoint
 
     path, _ = resolve_checkpoint(str(model))
-    inpainter = Inpainter.load(str(model), classifier=classifier, device=device)
+    inpainter = Inpainter.load(str(model), classifier=classifier, device=device, unet_config=unet_config)
     return inpainter, model_identity(inpainter, path)
 
 
@@ -495,7 +497,7 @@ def evaluate(
     seed: int = 0,
     mask_seed: int = 0,
     batch_size: int = 8,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] | None = None,
     lpips_weights: str | os.PathLike | None = None,
     lpips_random: bool = False,
     fit: str = "auto",
@@ -505,6 +507,7 @@ def evaluate(
     classifier_scale: float = 1.0,
     paper: str | None = None,
     progress: bool = True,
+    unet_config: dict | None = None,
 ) -> "EvalReport":
     """Inpaint every image of ``images_dir`` under each mask setting and write outputs, metrics and the report.
 
@@ -518,7 +521,8 @@ def evaluate(
         n_samples: samples per image (< 1000); with two or more the report gives their diversity.
         seed, mask_seed: base seeds of the samples and of random masks (see :func:`sample_seed`).
         batch_size: samples per network batch (samples of several images are batched together).
-        metrics: a subset of ("lpips", "psnr", "ssim").
+        metrics: a subset of ("lpips", "psnr", "ssim"), each required; None = every one that can be computed here
+            (see :func:`resolve_metrics`: the others are skipped with a warning).
         lpips_weights, lpips_random: AlexNet weight file for LPIPS (see :mod:`repaint.metrics`); random backbone
             only for tests.
         fit: how images meet the model's size (:data:`repaint.api.FIT_STRATEGIES`): "auto" (default), "crop",
@@ -528,19 +532,20 @@ def evaluate(
             a class drawn from each sample's seed).
         paper: "celebahq" or "imagenet" adds the published LPIPS to the Markdown report.
         progress: tqdm bars over images and network calls (rank 0 only).
+        unet_config: UNetConfig fields the checkpoint does not determine (attention-head settings), as for
+            :meth:`Inpainter.load`; they are part of the model's identity in the manifest.
 
     Returns the report built from the files on disk (on every rank).
     """
     out_dir = Path(out_dir)
-    metrics = _check_args(metrics, n_samples, batch_size, fit, paper)
+    _check_args(metrics, n_samples, batch_size, fit, paper)
     where = shard(device)
 
-    inpainter, ident = load_model(model, where.device, classifier)
+    inpainter, ident = load_model(model, where.device, classifier, unet_config)
     size = inpainter.image_size
-    if "lpips" in metrics and size < LPIPS_MIN_SIZE:
-        raise EvalError(f"LPIPS (AlexNet) needs images of at least {LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE}; the model "
-                        f"works at {size}x{size}")
+    metrics = resolve_metrics(metrics, size, lpips_weights, lpips_random, warn=where.main)
     images, sources = list_images(images_dir), mask_sources(masks)
+    scorer = _Scorer(metrics, lpips_weights, lpips_random)  # everything is checked before the manifest is written
     lpips_id = "random-backbone" if lpips_random else ("alexnet" if "lpips" in metrics else "none")
     manifest = _manifest(images, sources, settings, ident, seed, mask_seed, n_samples, metrics, lpips_id, fit,
                          class_label, classifier_scale)
@@ -550,7 +555,6 @@ def evaluate(
         return [sample_seed(seed, index, k) for k in range(n_samples)]
 
     items = _pending(images, sources, out_dir, where, seeds_of)
-    scorer = _Scorer(metrics, lpips_weights, lpips_random)
     _sample_all(inpainter, items, out_dir, settings, batch_size, scorer, class_label, classifier_scale, fit,
                 mask_seed, where, progress)
     where.barrier()
@@ -561,11 +565,12 @@ def evaluate(
     return report
 
 
-def _check_args(metrics, n_samples, batch_size, fit, paper) -> tuple[str, ...]:
-    metrics = tuple(dict.fromkeys(metrics))
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise EvalError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}")
+def _check_args(metrics, n_samples, batch_size, fit, paper) -> None:
+    if metrics is not None:
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown or not metrics:
+            raise EvalError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from "
+                            f"{', '.join(METRICS)}")
     if not 1 <= n_samples < MAX_SAMPLES:
         raise EvalError(f"n_samples must be in 1..{MAX_SAMPLES - 1}, got {n_samples}")
     if batch_size < 1:
@@ -574,7 +579,48 @@ def _check_args(metrics, n_samples, batch_size, fit, paper) -> tuple[str, ...]:
         raise EvalError(f"fit must be one of {', '.join(FIT_STRATEGIES)}, got {fit!r}")
     if paper is not None and paper not in PAPER_LPIPS:
         raise EvalError(f"paper must be one of {', '.join(PAPER_LPIPS)}, got {paper!r}")
-    return metrics
+
+
+def metric_unavailable(metric: str, image_size: int, lpips_weights=None, lpips_random: bool = False) -> str | None:
+    """Why ``metric`` cannot be computed here (naming how to enable it), or None when it can. Nothing is loaded."""
+    import importlib.util
+
+    from .metrics import ALEXNET_ENV, ALEXNET_FILE, MetricWeightsMissing, find_weights
+
+    if metric == "lpips":
+        if image_size < LPIPS_MIN_SIZE:
+            return (f"LPIPS (AlexNet) needs images of at least {LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE}; the model works at "
+                    f"{image_size}x{image_size}")
+        if importlib.util.find_spec("lpips") is None:
+            return "LPIPS needs the lpips package for its linear layers: pip install --no-deps lpips==0.1.4"
+        if not lpips_random:
+            try:
+                find_weights(ALEXNET_FILE, lpips_weights, ALEXNET_ENV)
+            except MetricWeightsMissing as err:
+                return f"LPIPS: {str(err).rstrip('.')}, or pass --lpips-weights FILE"
+    if metric == "ssim" and importlib.util.find_spec("skimage") is None:
+        return "SSIM needs scikit-image: pip install scikit-image"
+    return None
+
+
+def resolve_metrics(metrics: Sequence[str] | None, image_size: int, lpips_weights=None, lpips_random: bool = False,
+                    warn: bool = True) -> tuple[str, ...]:
+    """The metric set of a run. ``None`` (the default) means every metric of :data:`METRICS` that can be computed
+    here: the others are left out with one warning that says which and how to enable them. Metrics named explicitly
+    are required: one that cannot be computed is an :class:`EvalError`. The set is recorded in the manifest, so runs
+    with different sets never share an output folder."""
+    explicit = metrics is not None
+    wanted = tuple(dict.fromkeys(metrics)) if explicit else METRICS
+    problems = {m: p for m in wanted if (p := metric_unavailable(m, image_size, lpips_weights, lpips_random))}
+    if explicit and problems:
+        raise EvalError("; ".join(problems.values()))
+    kept = tuple(m for m in wanted if m not in problems)
+    if not kept:
+        raise EvalError(f"no metric can be computed: {'; '.join(problems.values())}")
+    if problems and warn:
+        warnings.warn(f"metric(s) {', '.join(problems)} skipped, scoring with {', '.join(kept)} only: "
+                      f"{'; '.join(problems.values())}", stacklevel=3)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .evaluate import SETTING_TITLES, EvalError, EvalReport, _csv, _write_text, evaluate, load_model, shard
+from .evaluate import (SETTING_TITLES, EvalError, EvalReport, _csv, _write_text, evaluate, load_model,
+                       resolve_metrics, shard)
 from .sdedit import sdedit_schedule
 from .settings import SamplerSettings
 from .schedule import JumpSchedule, count_network_calls
@@ -49,30 +50,38 @@ class Config:
     columns: dict = field(default_factory=dict)
 
 
+_TITLES = {"lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM"}
+
+
 @dataclass
 class AblationTable:
-    """Rows of descriptive columns plus LPIPS (mean, ci95) per mask setting."""
+    """Rows of descriptive columns plus, per metric and mask setting, (mean, ci95) under ``row[metric][setting]``."""
 
     title: str
     columns: list[str]
     settings: list[str]
     rows: list[dict]
+    metrics: list[str] = field(default_factory=lambda: ["lpips"])
+
+    def _cells(self):
+        return [(m, s) for m in self.metrics for s in self.settings]
 
     def markdown(self) -> str:
-        heads = self.columns + [f"LPIPS {SETTING_TITLES.get(s, s)}" for s in self.settings]
+        heads = self.columns + [f"{_TITLES.get(m, m)} {SETTING_TITLES.get(s, s)}" for m, s in self._cells()]
         lines = [f"# {self.title}", "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         for row in self.rows:
             cells = [str(row[c]) for c in self.columns]
-            for s in self.settings:
-                mean, half = row["lpips"][s]
+            for m, s in self._cells():
+                mean, half = row[m][s]
+                digits = 2 if m == "psnr" else 3
                 cells.append("-" if math.isnan(mean) else
-                             f"{mean:.3f}" + ("" if math.isnan(half) else f" ± {half:.3f}"))
+                             f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}"))
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
-        head = self.columns + [f"lpips_{s}{suffix}" for s in self.settings for suffix in ("", "_ci95")]
-        body = [[row[c] for c in self.columns] + [repr(v) for s in self.settings for v in row["lpips"][s]]
+        head = self.columns + [f"{m}_{s}{suffix}" for m, s in self._cells() for suffix in ("", "_ci95")]
+        body = [[row[c] for c in self.columns] + [repr(v) for m, s in self._cells() for v in row[m][s]]
                 for row in self.rows]
         return _csv([head, *body])
 
@@ -98,14 +107,17 @@ def run_configs(
 ) -> AblationTable:
     """Evaluate every configuration into ``out_dir/<name>`` (identical settings run once) and write the table.
 
-    ``eval_kwargs`` go to :func:`repaint.evaluate.evaluate` (n_samples, seed, metrics, lpips_weights, ...); LPIPS
-    is always measured. Returns the table on every rank; rank 0 writes ``out_dir/<stem>.md`` and ``.csv``.
+    ``eval_kwargs`` go to :func:`repaint.evaluate.evaluate` (n_samples, seed, metrics, lpips_weights, ...). The
+    metric set is resolved once (:func:`repaint.evaluate.resolve_metrics`: by default every metric that can be
+    computed here, the others skipped with one warning) and every configuration is scored with that same set.
+    Returns the table on every rank; rank 0 writes ``out_dir/<stem>.md`` and ``.csv``.
     """
     out_dir = Path(out_dir)
     where = shard(device)
-    inpainter, _ = load_model(model, where.device, classifier)
-    metrics = tuple(eval_kwargs.pop("metrics", ("lpips",)))
-    metrics = metrics if "lpips" in metrics else ("lpips", *metrics)
+    inpainter, _ = load_model(model, where.device, classifier, eval_kwargs.pop("unet_config", None))
+    metrics = resolve_metrics(eval_kwargs.pop("metrics", None), inpainter.image_size,
+                              eval_kwargs.get("lpips_weights"), eval_kwargs.get("lpips_random", False),
+                              warn=where.main)
     reports: dict[str, EvalReport] = {}
     rows = []
     for config in configs:
@@ -114,9 +126,9 @@ def run_configs(
             reports[key] = evaluate(images_dir, out_dir / config.name, inpainter, masks,
                                     settings=config.settings, metrics=metrics, **eval_kwargs)
         report = reports[key]
-        lpips = {s: report.summary[s]["lpips"][:2] for s in report.settings}
-        rows.append({**config.columns, "lpips": lpips})
-    table = AblationTable(title, list(configs[0].columns), report.settings, rows)
+        values = {m: {s: report.summary[s][m][:2] for s in report.settings} for m in metrics}
+        rows.append({**config.columns, **values})
+    table = AblationTable(title, list(configs[0].columns), report.settings, rows, list(metrics))
     if where.main:
         table.write(out_dir, stem)
     where.barrier()
@@ -143,10 +155,11 @@ def resampling_vs_slowdown(
     With the defaults the pairs use 250, 490, 730 and 970 network calls per sample; the slowed-down runs respace
     the 1000 training steps to that many (so calls beyond the training steps are refused).
     """
-    model, _ = load_model(model, shard(device).device, eval_kwargs.pop("classifier", None))  # loaded once
+    model, _ = load_model(model, shard(device).device, eval_kwargs.pop("classifier", None),
+                          eval_kwargs.pop("unet_config", None))  # loaded once
     configs = []
     for r in resamplings:
-        calls = JumpSchedule(t_T, jump_length, r).network_calls()
+        calls = JumpSchedule(t_T, jump_length=jump_length, jump_n_sample=r).network_calls()
         _check_steps(calls, model)
         resample = SamplerSettings(**{**base.to_dict(), "steps": t_T, "timestep_respacing": "", "sampler": "repaint",
                                       "jump_length": jump_length, "jump_n_sample": r})
@@ -170,7 +183,7 @@ def jump_grid(
         for r in resamplings:
             settings = SamplerSettings(**{**base.to_dict(), "steps": t_T, "timestep_respacing": "",
                                           "sampler": "repaint", "jump_length": j, "jump_n_sample": r})
-            calls = JumpSchedule(t_T, j, r).network_calls()
+            calls = JumpSchedule(t_T, jump_length=j, jump_n_sample=r).network_calls()
             configs.append(Config(f"T{t_T}_j{j}_r{r}", settings, {"T": t_T, "j": j, "r": r, "network calls": calls}))
     return run_configs(configs, images_dir, out_dir, model, device=device, stem="jump_grid",
                        title="Jump length j and resamplings r (Table 3)", **eval_kwargs)
@@ -195,7 +208,7 @@ def sdedit_alternative(
                               {"method": f"T/2 -> 0 repeated (restart {restart})", "repeats": k, "network calls": calls}))
     settings = SamplerSettings(**{**base.to_dict(), "steps": t_T, "timestep_respacing": "", "sampler": "repaint",
                                   "jump_length": repaint_jump_length, "jump_n_sample": repaint_resamplings})
-    calls = JumpSchedule(t_T, repaint_jump_length, repaint_resamplings).network_calls()
+    calls = JumpSchedule(t_T, jump_length=repaint_jump_length, jump_n_sample=repaint_resamplings).network_calls()
     configs.append(Config(f"repaint_T{t_T}_j{repaint_jump_length}_r{repaint_resamplings}", settings,
                           {"method": f"RePaint (j={repaint_jump_length}, r={repaint_resamplings})", "repeats": "-",
                            "network calls": calls}))

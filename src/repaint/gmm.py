@@ -127,7 +127,8 @@ class GaussianMixture:
         v = +1 the upper bound beta_t.
         """
         config = diffusion.config
-        alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - beta_schedule(config.noise_schedule, config.steps)))
+        betas = beta_schedule(config.noise_schedule, config.steps, config.beta_start, config.beta_end)
+        alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - betas))
         learn_sigma = config.learn_sigma
 
         def model(x: torch.Tensor, model_t: torch.Tensor) -> torch.Tensor:

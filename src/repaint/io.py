@@ -62,9 +62,14 @@ class ImageError(ValueError):
 
 def _open(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img
+        with warnings.catch_warnings():
+            # Over Pillow's limit it warns, over twice the limit it raises: both are refused alike.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(too_large(path)) from None
     except FileNotFoundError:
         raise ImageError(f"image file not found: {path}") from None
     except IsADirectoryError:
@@ -72,6 +77,12 @@ def _open(path: Path) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ImageError(f"cannot read image {path}: {reason}") from None
+
+
+def too_large(path: Path) -> str:
+    """Why a file over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is refused."""
+    return (f"{path} has more pixels than Pillow's safety limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression-bomb "
+            "guard); scale it down first, or raise PIL.Image.MAX_IMAGE_PIXELS from Python if you trust the file")
 
 
 def _to_rgb(img: Image.Image, path: Path) -> Image.Image:

@@ -282,11 +282,17 @@ def read_keep_mask(path: str | os.PathLike, size: Size | None = None, invert: bo
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            gray = img.convert("L")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                gray = img.convert("L")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        from .io import too_large
+
+        raise MaskError(f"mask {too_large(path)}") from None
     except FileNotFoundError:
         raise MaskError(f"mask file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise MaskError(f"cannot read mask {path}: {err}") from None
     if size is not None:
         h, w = _hw(size)

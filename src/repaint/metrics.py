@@ -42,6 +42,10 @@ class MetricWeightsMissing(FileNotFoundError):
     """A metric network's weight file is not on disk (it is never downloaded)."""
 
 
+class MetricWeightsError(ValueError):
+    """A metric network's weight file exists but cannot be used (damaged, or another network's weights)."""
+
+
 def _hub_checkpoint(filename: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
@@ -52,8 +56,8 @@ def find_weights(filename: str, path: str | os.PathLike | None, env: str) -> Pat
     candidate = Path(chosen) if chosen is not None else _hub_checkpoint(filename)
     if candidate.is_file():
         return candidate
-    raise MetricWeightsMissing(
-        f"{filename} not found at {candidate}: put it at {_hub_checkpoint(filename)} or point ${env} to it")
+    where = "there" if candidate == _hub_checkpoint(filename) else f"at {_hub_checkpoint(filename)}"
+    raise MetricWeightsMissing(f"{filename} not found at {candidate}: put it {where} or point ${env} to it")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,9 +224,14 @@ def build_lpips(alexnet_weights: str | os.PathLike | None = None, random_backbon
             torch.manual_seed(seed)
             model.net = AlexNetFeatures()
     else:
-        state = torch.load(find_weights(ALEXNET_FILE, alexnet_weights, ALEXNET_ENV), map_location="cpu",
-                           weights_only=True)
-        model.net.load_state_dict({k: v for k, v in state.items() if k.startswith("features.")})
+        path = find_weights(ALEXNET_FILE, alexnet_weights, ALEXNET_ENV)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.net.load_state_dict({k: v for k, v in state.items() if k.startswith("features.")})
+        except Exception as err:  # a damaged download, another network's file
+            reason = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__
+            raise MetricWeightsError(f"cannot use {path} as the AlexNet weights of LPIPS ({ALEXNET_FILE} of "
+                                     f"torchvision): {type(err).__name__}: {reason}") from None
     return model.eval().requires_grad_(False)
 
 

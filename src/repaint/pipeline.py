@@ -9,9 +9,10 @@ original-process timesteps the sampler passes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,7 +68,8 @@ def _search_dirs() -> list[Path]:
 
 
 def resolve_checkpoint(name_or_path: str) -> tuple[Path, str | None]:
-    """(file, preset name or None) for "default", a preset name or a file path; one-line error if not found."""
+    """(file or diffusers folder, preset name or None) for "default", a preset name or a path; one-line error if not
+    found."""
     if name_or_path == "default":
         path = default_model_path()
         if not path.exists():
@@ -94,8 +96,8 @@ def resolve_checkpoint(name_or_path: str) -> tuple[Path, str | None]:
 class Inpainter:
     """A loaded denoiser (and optional classifier) ready to inpaint batches of images."""
 
-    unet: torch.nn.Module
-    config: UNetConfig
+    unet: torch.nn.Module             # model(x, t, y) -> eps (+ variance value): an ADM UNet or a DiffusersDenoiser
+    config: UNetConfig                # or a repaint.diffusers_adapter.DiffusersModelConfig
     trained: DiffusionSettings = DiffusionSettings()
     classifier: torch.nn.Module | None = None
     device: torch.device = torch.device("cpu")
@@ -111,20 +113,33 @@ class Inpainter:
         device: str | torch.device = "cpu",
         preset: str | None = None,
         accel: Accel = Accel(),
+        unet_config: Mapping[str, Any] | None = None,
     ) -> "Inpainter":
-        """Load by preset name, file path or "default" (the bundled face model)."""
+        """Load by preset name, file path, diffusers folder or "default" (the bundled face model).
+
+        ``unet_config`` sets UNetConfig fields a checkpoint file does not determine (the attention-head settings of
+        an inferred architecture, see :func:`repaint.presets.load_checkpoint`); they win over a config file beside
+        it. Diffusers folders carry their own config (giving ``unet_config`` for one is an error).
+        """
         device = torch.device(device)
         path, found_preset = resolve_checkpoint(model)
-        preset = preset or found_preset
-        contents = read_checkpoint(path)
-        unet, config = load_checkpoint(path, preset=preset, kind="unet", contents=contents)
-        trained = get_preset(preset).diffusion if preset else _stored_diffusion(contents[1])
+        if path.is_dir():
+            if unet_config:
+                raise CheckpointError(f"{path} is a diffusers folder, whose config.json sets the architecture; "
+                                      "UNet settings (--unet-config) apply to checkpoint files only")
+            unet, config, trained = _load_diffusers(path, preset)
+        else:
+            preset = preset or found_preset
+            contents = read_checkpoint(path)
+            unet, config = load_checkpoint(path, preset=preset, kind="unet", contents=contents,
+                                           **(unet_config or {}))
+            trained = get_preset(preset).diffusion if preset else _stored_diffusion(contents[1])
+            trained = trained or DiffusionSettings(learn_sigma=config.learn_sigma)
         clf = None
         if classifier is not None:
             clf_path, clf_preset = resolve_checkpoint(classifier)
             clf, _ = load_checkpoint(clf_path, preset=clf_preset, kind="classifier", map_location="cpu")
             clf = clf.to(device)
-        trained = trained or DiffusionSettings(learn_sigma=config.learn_sigma)
         return cls(unet.to(device), config, trained, clf, device, accel, recommended_settings(model))
 
     @property
@@ -161,6 +176,8 @@ class Inpainter:
                 raise ValueError("classifier guidance needs a class label (--class-label)")
             cond_fn = classifier_guidance(self._accelerated("classifier"), y, classifier_scale)
         sampler = get_sampler(settings.sampler)
+        if not self.trained.clip_sample:  # the model's scheduler says its x0 estimate is not to be clamped
+            settings = replace(settings, clip_denoised=False)
         unet = self._accelerated("unet")
         return sampler(
             unet_model_fn(unet, y if self.config.class_cond else None), self.diffusion(settings), images, masks,
@@ -195,6 +212,15 @@ class Inpainter:
         if bad or len(labels) != batch:
             raise ValueError(f"class label(s) {bad or labels} out of range 0..{classes - 1} or not one per image")
         return torch.tensor(labels, dtype=torch.int64, device=self.device)
+
+
+def _load_diffusers(path: Path, preset: str | None):
+    """A diffusers folder (see :mod:`repaint.diffusers_adapter`): (denoiser, its config, its training diffusion)."""
+    from .diffusers_adapter import load_diffusers
+
+    if preset is not None:
+        raise CheckpointError(f"{path} is a diffusers folder; it brings its own configuration (drop the preset)")
+    return load_diffusers(path)
 
 
 def _stored_diffusion(stored) -> DiffusionSettings | None:

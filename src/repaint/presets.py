@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from .diffusion import DiffusionConfig
 from .models import EncoderUNetModel, UNetModel
 
 # Official default widths per level, by image size (used when channel_mult is empty).
@@ -117,7 +119,8 @@ class UNetConfig(_ConfigDict):
     resblock_updown: bool = False                 # ResBlocks resample instead of plain convs
     use_new_attention_order: bool = False         # q/k/v split before heads
     dropout: float = 0.0                          # dropout inside ResBlocks
-    use_fp16: bool = False                        # the reference ran the torso's convs in float16
+    use_fp16: bool = False                        # the reference's flag: torso convs in float16 (precision
+                                                  # "reference-fp16" of repaint.accel when sampling on CUDA)
 
     def __post_init__(self):
         self._normalise("attention_resolutions", "channel_mult")
@@ -186,13 +189,38 @@ class ClassifierConfig(_ConfigDict):
 
 @dataclass(frozen=True)
 class DiffusionSettings(_ConfigDict):
-    """The forward process a UNet checkpoint was trained with."""
+    """The forward process a UNet checkpoint was trained with (the fields of :class:`DiffusionConfig` but respacing)."""
 
     steps: int = 1000                             # length of the training noise schedule
-    noise_schedule: str = "linear"                # "linear" or "cosine"
+    noise_schedule: str = "linear"                # "linear", "cosine" or "scaled_linear"
     learn_sigma: bool = True                      # the UNet also predicts the variance
+    beta_start: float | None = None               # linear / scaled_linear range; None = DDPM's (scaled to steps)
+    beta_end: float | None = None
+    fixed_variance: str = "large"                 # without learn_sigma: "large" (beta_t) or "small" (beta~_t)
+    clip_sample: bool = True                      # False: the model's x0 estimate must not be clamped to [-1, 1]
+
+    def __post_init__(self):
+        self.diffusion_config()  # one error for an invalid schedule, at construction
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored with checkpoints; the fields added for diffusers models are left out at their defaults, so the
+        records (and evaluation identities) of every earlier checkpoint stay byte-identical."""
+        data = super().to_dict()
+        for name in ("beta_start", "beta_end", "fixed_variance", "clip_sample"):
+            if data[name] == _DIFFUSION_DEFAULTS[name]:
+                del data[name]
+        return data
+
+    def diffusion_config(self, respacing: str = "") -> DiffusionConfig:
+        """The respaced diffusion of this training process."""
+        return DiffusionConfig(
+            steps=self.steps, noise_schedule=self.noise_schedule, timestep_respacing=respacing,
+            learn_sigma=self.learn_sigma, beta_start=self.beta_start, beta_end=self.beta_end,
+            fixed_variance=self.fixed_variance,
+        )
 
 
+_DIFFUSION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DiffusionSettings)}
 Config = Union[UNetConfig, ClassifierConfig]
 
 
@@ -368,7 +396,8 @@ def _guess_image_size(channel_mult: tuple, attention_levels: list[int]) -> int:
             return size
     if attention_levels:
         return 8 * 2 ** max(attention_levels)
-    raise CheckpointError("cannot guess image_size from the weights (no attention, non-default channel_mult); pass image_size")
+    raise CheckpointError("cannot guess image_size from the weights (no attention, non-default channel_mult); pass "
+                          "image_size (--unet-config image_size=N, or in a config file beside the checkpoint)")
 
 
 def _official_heads(model_channels: int, layout: dict[str, Any], num_res_blocks: int) -> dict[str, Any]:
@@ -479,9 +508,22 @@ def infer_classifier_config(state_dict: Mapping[str, torch.Tensor], image_size: 
     return found[0]
 
 
+_NETWORK_KEYS = ("time_embed.0.weight", "input_blocks.0.0.weight")  # every ADM UNet and classifier has these
+
+
 def detect_kind(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """"unet" if the weights have a decoder (output_blocks), else "classifier"."""
-    return "unet" if any(k.startswith("output_blocks.") for k in state_dict) else "classifier"
+    """"unet" if the weights have a decoder (output_blocks), "classifier" if they are an encoder with a head;
+    a :class:`CheckpointError` for weights of anything else (naming a few of their keys)."""
+    keys = list(state_dict)
+    if not all(k in state_dict for k in _NETWORK_KEYS):
+        raise CheckpointError(f"not a guided-diffusion UNet or classifier: no {' / '.join(_NETWORK_KEYS)} among "
+                              f"its {len(keys)} tensors (first keys: {_first(sorted(keys))})")
+    if any(k.startswith("output_blocks.") for k in keys):
+        return "unet"
+    if any(k.startswith("out.") for k in keys):
+        return "classifier"
+    raise CheckpointError(f"not a guided-diffusion UNet or classifier: an encoder without output_blocks or an out "
+                          f"head ({len(keys)} tensors)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -580,6 +622,56 @@ def _summary(config: Config) -> str:
     return f"{type(config).__name__}(" + ", ".join(f"{k}={data[k]}" for k in keep if k in data) + ")"
 
 
+# Settings that change a UNet's outputs but leave no trace in its weights: inference can only guess them.
+UNET_UNDETERMINED = ("num_heads", "num_head_channels", "num_heads_upsample", "use_new_attention_order")
+SIDECAR_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def guessed_settings(config: Config, given: Mapping[str, Any]) -> tuple[str, ...]:
+    """The attention-head settings of an inferred UNet ``config`` that were guessed, not ``given``.
+
+    With ``num_head_channels`` given (not -1) the head count follows from it, so num_heads and num_heads_upsample
+    do not matter; otherwise every head setting not given is a guess.
+    """
+    if not isinstance(config, UNetConfig):
+        return ()
+    missing = [name for name in UNET_UNDETERMINED if name not in given]
+    if "num_head_channels" in given and config.num_head_channels != -1:
+        missing = [name for name in missing if name not in ("num_heads", "num_heads_upsample")]
+    return tuple(missing)
+
+
+def sidecar_path(path: str | Path) -> Path | None:
+    """The config file beside a checkpoint (``ckpt.pt`` -> ``ckpt.json``, ``ckpt.yaml`` or ``ckpt.yml``), if any."""
+    found = [Path(path).with_suffix(suffix) for suffix in SIDECAR_SUFFIXES if Path(path).with_suffix(suffix).is_file()]
+    if len(found) > 1:
+        raise CheckpointError(f"two config files beside {path}: {', '.join(p.name for p in found)}; keep one")
+    return found[0] if found else None
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """Architecture settings from the config file beside a checkpoint (see :func:`sidecar_path`); {} if none.
+
+    The file is a JSON or YAML mapping of config fields (``num_heads: 4``); guided-diffusion's flag names
+    (``num_channels``, ``classifier_width``, ...) are accepted too. Unknown names are an error when applied.
+    """
+    side = sidecar_path(path)
+    if side is None:
+        return {}
+    import yaml
+
+    try:
+        data = json.loads(side.read_text()) if side.suffix == ".json" else yaml.safe_load(side.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise CheckpointError(f"cannot read the config file {side}: {reason}") from None
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"the config file {side} must hold a mapping of settings (e.g. num_heads: 4), "
+                              f"not a {type(data).__name__}")
+    aliases = {**_UNET_KWARGS, **_CLASSIFIER_KWARGS}
+    return {aliases.get(str(key), str(key)): value for key, value in data.items()}
+
+
 def _choose_config(state_dict, stored, preset, kind, overrides) -> tuple[Config, str]:
     """Explicit preset > stored config > inference; returns (config, how it was chosen)."""
     if preset is not None:
@@ -608,25 +700,40 @@ def load_checkpoint(
     ``contents`` is what :func:`read_checkpoint` returned for ``path``, when the caller has read it already.
 
     The architecture comes from ``preset`` if given, else from the config stored in the file,
-    else from :func:`infer_unet_config` / :func:`infer_classifier_config`; ``overrides`` (config
-    fields) are applied on top. ``kind`` ("unet" | "classifier") is detected when omitted.
+    else from :func:`infer_unet_config` / :func:`infer_classifier_config`; the settings of a config file beside
+    the checkpoint (:func:`read_sidecar`), then ``overrides`` (config fields), are applied on top. When inference
+    had to guess attention-head settings (:data:`UNET_UNDETERMINED`: the weights fit any of them, the outputs do
+    not) a warning names the guesses and how to set them. ``kind`` ("unet" | "classifier") is detected when omitted.
     Weights are loaded with ``strict=True``; any mismatch is a one-line :class:`CheckpointError`.
     For the reference's fp16 behaviour call ``model.convert_torso(torch.float16)`` afterwards.
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     state_dict, stored = contents if contents is not None else read_checkpoint(path, map_location)
-    if kind is not None and kind != detect_kind(state_dict):
-        raise CheckpointError(f"{path} holds a {detect_kind(state_dict)} state dict, not a {kind}")
     try:
-        config, source = _choose_config(state_dict, stored, preset, kind, dict(overrides))
+        found = detect_kind(state_dict)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    if config_kind(config) != detect_kind(state_dict):
-        raise CheckpointError(f"{path} holds a {detect_kind(state_dict)} state dict, but {source} is a {config_kind(config)}")
+    if kind is not None and kind != found:
+        raise CheckpointError(f"{path} holds a {found} state dict, not a {kind}")
+    given = {**read_sidecar(path), **overrides}
+    try:
+        config, source = _choose_config(state_dict, stored, preset, kind, dict(given))
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    if config_kind(config) != found:
+        raise CheckpointError(f"{path} holds a {found} state dict, but {source} is a {config_kind(config)}")
     problem = describe_mismatch(_shapes(state_dict), expected_shapes(config))
     if problem:
         raise CheckpointError(f"{path} does not fit {source} {_summary(config)}: {problem}")
+    guessed = guessed_settings(config, given) if source == "inferred config" else ()
+    if guessed:
+        values = ", ".join(f"{name}={getattr(config, name)}" for name in guessed)
+        warnings.warn(
+            f"{path}: the weights do not determine {values}; these are guesses (the released guided-diffusion "
+            f"models' settings), and a checkpoint trained with others loads but gives wrong outputs. Set them in "
+            f"{Path(path).with_suffix('.json').name} beside it (e.g. {{\"num_heads\": 4}}) or with "
+            f"--unet-config KEY=VALUE", stacklevel=2)
     with torch.device(map_location):
         model = build_model(config)
     model.load_state_dict(state_dict, strict=True)

@@ -14,26 +14,42 @@ confines all resampling to t at or below it. This reproduces ``get_schedule_jump
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["JumpSchedule", "jump_schedule", "count_network_calls", "transitions"]
+__all__ = ["JumpParams", "JUMP_FIELDS", "JumpSchedule", "jump_schedule", "count_network_calls", "transitions"]
 
 _NO_LIMIT = 100_000_000  # the reference's default start_resampling: resample everywhere
 
 
-@dataclass(frozen=True)
-class JumpSchedule:
-    """Parameters of the RePaint jump schedule. The paper's setting is ``JumpSchedule(250, 10, 10)``."""
+def _param(default: int, help: str):
+    return field(default=default, metadata={"help": help})
 
-    t_T: int = 250                    # respaced steps the walk starts from (x at t_T - 1 is pure noise)
-    jump_length: int = 10             # j: how far each resampling jump goes back up
-    jump_n_sample: int = 10           # r: how often each stretch is denoised (r - 1 jumps per jump point)
-    n_sample: int = 1                 # 1 + number of single up-and-down steps at every t
-    start_resampling: int = _NO_LIMIT  # resample only at t <= start_resampling
-    jump2_length: int = 1             # second (inner) level
-    jump2_n_sample: int = 1
-    jump3_length: int = 1             # third (innermost) level
-    jump3_n_sample: int = 1
+
+@dataclass(frozen=True, kw_only=True)
+class JumpParams:
+    """The jump fields of a schedule, declared once: :class:`JumpSchedule` adds the starting point ``t_T``,
+    :class:`repaint.settings.SamplerSettings` the respaced length and the sampler; the CLI builds its options and
+    the reference-config reader its keys from these fields."""
+
+    jump_length: int = _param(10, "j: how far each resampling jump goes back up")
+    jump_n_sample: int = _param(10, "r: how often each stretch is denoised (r - 1 jumps per jump point)")
+    n_sample: int = _param(1, "1 + the number of single up-and-down steps at every t")
+    start_resampling: int = _param(_NO_LIMIT, "resample only at t <= this")
+    jump2_length: int = _param(1, "jump length of the second (inner) level")
+    jump2_n_sample: int = _param(1, "resamplings of the second level")
+    jump3_length: int = _param(1, "jump length of the third (innermost) level")
+    jump3_n_sample: int = _param(1, "resamplings of the third level")
+
+
+JUMP_FIELDS = tuple(f.name for f in fields(JumpParams))
+
+
+@dataclass(frozen=True)
+class JumpSchedule(JumpParams):
+    """Parameters of the RePaint jump schedule. The paper's setting is ``JumpSchedule(250, jump_length=10,
+    jump_n_sample=10)``."""
+
+    t_T: int = _param(250, "respaced steps the walk starts from (x at t_T - 1 is pure noise)")
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -66,22 +82,11 @@ class JumpSchedule:
         return count_network_calls(self.times())
 
 
-def jump_schedule(
-    t_T: int,
-    jump_length: int = 10,
-    jump_n_sample: int = 10,
-    n_sample: int = 1,
-    start_resampling: int = _NO_LIMIT,
-    jump2_length: int = 1,
-    jump2_n_sample: int = 1,
-    jump3_length: int = 1,
-    jump3_n_sample: int = 1,
-) -> list[int]:
-    """Timesteps of the RePaint walk for the given parameters (see the module docstring); validated first."""
-    params = JumpSchedule(
-        t_T, jump_length, jump_n_sample, n_sample, start_resampling,
-        jump2_length, jump2_n_sample, jump3_length, jump3_n_sample,
-    )
+def jump_schedule(t_T: int, jump_length: int = 10, jump_n_sample: int = 10, **more: int) -> list[int]:
+    """Timesteps of the RePaint walk (see the module docstring); ``more`` are the other :class:`JumpParams`
+    fields. Validated first."""
+    params = JumpSchedule(t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, **more)
+    n_sample, start_resampling = params.n_sample, params.start_resampling
     levels = params._levels()
     fresh = [{point: count - 1 for point in range(0, t_T - length, length)} for length, count, _ in levels]
     remaining = [dict(counters) for counters in fresh]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .diffusion import DiffusionConfig
-from .schedule import JumpSchedule
+from .schedule import JUMP_FIELDS, JumpParams, JumpSchedule
 
 __all__ = [
     "SamplerSettings",
@@ -26,19 +26,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class SamplerSettings:
-    """How to sample. Defaults are the paper's: 250 respaced steps, jump length 10, 10 resamplings."""
+@dataclass(frozen=True, kw_only=True)
+class SamplerSettings(JumpParams):
+    """How to sample: the jump fields of :class:`repaint.schedule.JumpParams` and the fields below. Defaults are the
+    paper's: 250 respaced steps, jump length 10, 10 resamplings."""
 
     steps: int = 250                  # respaced steps T (timestep_respacing is str(steps) unless given)
-    jump_length: int = 10             # j
-    jump_n_sample: int = 10           # r
-    n_sample: int = 1
-    start_resampling: int = 100_000_000  # resample only at t <= this (reference's start_resampling)
-    jump2_length: int = 1
-    jump2_n_sample: int = 1
-    jump3_length: int = 1
-    jump3_n_sample: int = 1
     timestep_respacing: str = ""      # overrides steps, e.g. "10,10,10" or "ddim50"
     sampler: str = "repaint"          # name in repaint.samplers.SAMPLERS
     injection: str = "reference"      # "reference" or "paper" (see repaint.sampler)
@@ -62,18 +55,11 @@ class SamplerSettings:
         return self.timestep_respacing or str(self.steps)
 
     def diffusion_config(self, trained) -> DiffusionConfig:
-        """The respaced diffusion for a checkpoint trained as ``trained`` (steps, noise_schedule, learn_sigma)."""
-        return DiffusionConfig(
-            steps=trained.steps, noise_schedule=trained.noise_schedule, timestep_respacing=self.respacing(),
-            learn_sigma=trained.learn_sigma,
-        )
+        """The respaced diffusion for a checkpoint trained as ``trained`` (a presets.DiffusionSettings)."""
+        return trained.diffusion_config(self.respacing())
 
     def jump_schedule(self, t_T: int) -> JumpSchedule:
-        return JumpSchedule(
-            t_T=t_T, jump_length=self.jump_length, jump_n_sample=self.jump_n_sample, n_sample=self.n_sample,
-            start_resampling=self.start_resampling, jump2_length=self.jump2_length,
-            jump2_n_sample=self.jump2_n_sample, jump3_length=self.jump3_length, jump3_n_sample=self.jump3_n_sample,
-        )
+        return JumpSchedule(t_T, **{name: getattr(self, name) for name in JUMP_FIELDS})
 
     def describe(self) -> str:
         """One line: the sampler and the schedule fields that differ from a plain jump schedule."""

@@ -11,7 +11,7 @@ timesteps and the noise (and the global RNG, for dropout), and the data order is
 (:mod:`repaint.data`). Resuming from step ``s`` therefore replays exactly what an uninterrupted run does after ``s``,
 and no RNG state needs to be stored.
 
-Run it as ``python -m repaint.training train DATA --out DIR`` (see ``--help``) or from Python::
+Run it as ``repaint train DATA --out DIR`` (see ``repaint train --help``) or from Python::
 
     from repaint.training import TrainConfig, train, export_ema
     result = train(TrainConfig(data="faces.tar", out="runs/faces", steps=20_000))
@@ -20,16 +20,15 @@ Run it as ``python -m repaint.training train DATA --out DIR`` (see ``--help``) o
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -42,11 +41,12 @@ import torch.distributed as dist
 from PIL import Image
 from torch import nn
 
+from .accel import TRAINING_PRECISIONS
 from .data import ImageDataset, batches_per_epoch, epoch_batches
 from .files import atomic_write
 from .diffusion import Diffusion, DiffusionConfig
 from .models.nn import AttentionBlock, ResBlock
-from .presets import DiffusionSettings, UNetConfig, build_model, config_record, save_checkpoint
+from .presets import CheckpointError, DiffusionSettings, UNetConfig, build_model, config_record, save_checkpoint
 
 __all__ = [
     "FACE64_UNET",
@@ -63,7 +63,6 @@ __all__ = [
     "train",
     "load_training_checkpoint",
     "export_ema",
-    "main",
 ]
 
 CHECKPOINT_FORMAT = "repaint-train-1"
@@ -256,8 +255,8 @@ class TrainConfig:
             self.model = UNetConfig.from_dict(self.model)
         if isinstance(self.diffusion, Mapping):
             self.diffusion = DiffusionSettings.from_dict(self.diffusion)
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
+        if self.precision not in TRAINING_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(TRAINING_PRECISIONS)}, got {self.precision!r}")
         if self.model.learn_sigma != self.diffusion.learn_sigma:
             raise ValueError("model.learn_sigma and diffusion.learn_sigma disagree")
         if self.batch_size < 1 or self.steps < 0 or not 0 <= self.ema_rate < 1:
@@ -354,24 +353,74 @@ def _save_training_checkpoint(state: dict[str, Any], out: Path, keep: int) -> Pa
     return path
 
 
+_CHECKPOINT_KEYS = ("step", "model", "ema", "optimizer", "train_config")
+
+
 def load_training_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """A training checkpoint's dict (``weights_only`` load): model, ema, optimizer, scaler, step, configs."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    """A training checkpoint's dict (``weights_only`` load): model, ema, optimizer, scaler, step, configs.
+
+    A missing, damaged or foreign file raises :class:`CheckpointError` (a ValueError) with one line naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # pickle, zip and torch raise many types for a damaged file
+        reason = " ".join(str(error).split()).split(". ")[0][:160] or type(error).__name__
+        raise CheckpointError(f"cannot read training checkpoint {path} (damaged or not a torch file): "
+                              f"{type(error).__name__}: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a repaint training checkpoint ({CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{path} is not a repaint training checkpoint ({CHECKPOINT_FORMAT})")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"training checkpoint {path} is incomplete: no {', '.join(missing)}")
     return state
 
 
-def _resume_path(config: TrainConfig) -> Path | None:
+def _load_resume_state(config: TrainConfig, device: torch.device, main: bool) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from and its state, or None for a fresh run.
+
+    ``resume="auto"`` takes the newest readable checkpoint of the run folder: a damaged one (a crash while the disk
+    filled, a bad copy) is renamed ``*.pt.corrupt`` with a warning and the one before it is used, so finished work is
+    not lost. A checkpoint named explicitly must be readable.
+    """
     if config.resume in ("", "none", None):
         return None
-    if config.resume == "auto":
-        found = list_checkpoints(config.out)
-        return found[-1] if found else None
-    path = Path(config.resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"resume checkpoint not found: {path}")
-    return path
+    if config.resume != "auto":
+        return Path(config.resume), load_training_checkpoint(config.resume, map_location=device)
+    found = list_checkpoints(config.out)
+    for path in reversed(found):
+        try:
+            return path, load_training_checkpoint(path, map_location=device)
+        except CheckpointError as error:
+            if main:
+                path.replace(path.with_name(path.name + ".corrupt"))
+            warnings.warn(f"{error}; set aside as {path.name}.corrupt, resuming from the checkpoint before it",
+                          stacklevel=2)
+    if found:
+        raise CheckpointError(f"no readable checkpoint in {config.out} (damaged ones were renamed *.corrupt); "
+                              "pass --resume none to start the run again")
+    return None
+
+
+def _trim_log(out: Path, step: int) -> None:
+    """Drop log.jsonl lines of steps after ``step`` (logged after the checkpoint a resume starts from), so the log
+    of a resumed run has every step once."""
+    log = out / "log.jsonl"
+    if not log.is_file():
+        return
+    lines = log.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) != len(lines):
+        atomic_write(log, "".join(kept))
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a torn last line of a killed run
 
 
 _MUST_MATCH = ("model", "diffusion", "batch_size", "seed", "data", "flip")
@@ -391,6 +440,8 @@ def export_ema(
 
     The file loads like a released model: ``Inpainter.load(out)`` / ``repaint inpaint --model out``.
     """
+    if Path(out).suffix != ".safetensors":
+        raise CheckpointError(f"the exported file must end in .safetensors (that is its format), got {out}")
     state = load_training_checkpoint(checkpoint)
     train_config = TrainConfig.from_dict(state["train_config"])
     model = build_model(train_config.model)
@@ -507,11 +558,10 @@ def train(config: TrainConfig) -> TrainResult:
     Each step: draw a batch, t ~ U{0..T-1}, eps ~ N(0, I), minimise :func:`hybrid_loss` with AdamW, update the EMA.
     """
     d = _setup_distributed(config)
+    autocast = _autocast(config, d.device)  # fp16 without CUDA: an error before anything is created
     dataset = ImageDataset(config.data, config.model.image_size, flip=config.flip, seed=config.seed)
     batches_per_epoch(len(dataset), config.batch_size, d.world)  # too few images: an error before any file is written
     out = Path(config.out)
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
     diffusion = Diffusion(DiffusionConfig(config.diffusion.steps, config.diffusion.noise_schedule, "",
                                           config.diffusion.learn_sigma), d.device)
     torch.manual_seed(config.seed)
@@ -523,9 +573,9 @@ def train(config: TrainConfig) -> TrainResult:
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
 
     step, last_loss = 0, float("nan")
-    resume = _resume_path(config)
-    if resume is not None:
-        state = load_training_checkpoint(resume, map_location=d.device)
+    resumed = _load_resume_state(config, d.device, d.main)
+    if resumed is not None:
+        resume, state = resumed
         _check_resumable(state["train_config"], config, resume)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -533,13 +583,19 @@ def train(config: TrainConfig) -> TrainResult:
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         step, last_loss = state["step"], state.get("loss") or float("nan")
-        if d.main:
+
+    # The first batch is read before the run folder exists: data that cannot be read at all leaves nothing behind.
+    batches = _batches(dataset, config, d, step)
+    first_batch = next(batches)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resumed is not None:
+            _trim_log(out, step)
             print(f"resumed {resume} at step {step}", flush=True)
 
     net = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    autocast = _autocast(config, d.device)
     started = time.monotonic()
     last_save = started
     window: dict[str, list[float]] = {"loss": [], "mse": [], "vb": []}
@@ -573,10 +629,10 @@ def train(config: TrainConfig) -> TrainResult:
               f"from step {step} to {config.steps}", flush=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
-    batches = _batches(dataset, config, d, step)
     with _Stopper() as stopper:
         while step < config.steps:
-            x_start = next(batches).to(d.device, non_blocking=True)
+            x_start, first_batch = (first_batch if first_batch is not None else next(batches)), None
+            x_start = x_start.to(d.device, non_blocking=True)
             if config.channels_last:
                 x_start = x_start.contiguous(memory_format=torch.channels_last)
             seed = _step_seed(config.seed, d.rank, step)
@@ -632,6 +688,10 @@ def train(config: TrainConfig) -> TrainResult:
                 break
     if checkpoint is None:  # nothing left to train (resumed at the end, or steps=0)
         checkpoint = save()
+    if dataset.unreadable and d.main:
+        warnings.warn(f"{len(dataset.unreadable)} unreadable training image(s) were skipped (each replaced by the "
+                      f"next readable one): {', '.join(sorted(dataset.unreadable)[:3])}"
+                      f"{', ...' if len(dataset.unreadable) > 3 else ''}", stacklevel=2)
     if d.world > 1:
         dist.barrier()
         if d.owns_group:
@@ -653,85 +713,3 @@ def _write_samples(ema: nn.Module, config: TrainConfig, out: Path, step: int, de
     images = sample(lambda x, t: ema(x, t), config.diffusion, (config.sample_count, channels, size, size),
                     config.sample_steps, seed=config.seed, device=device)
     return save_grid(images, out / "samples" / f"step_{step:08d}.png", ncol=int(math.ceil(config.sample_count ** 0.5)))
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line (``python -m repaint.training``); the ``repaint train`` command calls :func:`train` likewise.
-
-
-def _model_config(args: argparse.Namespace) -> UNetConfig:
-    changes = {
-        "image_size": args.image_size, "model_channels": args.model_channels, "num_res_blocks": args.num_res_blocks,
-        "channel_mult": args.channel_mult, "attention_resolutions": args.attention_resolutions,
-        "dropout": args.dropout, "num_head_channels": args.num_head_channels,
-    }
-    return FACE64_UNET.replace(**{k: v for k, v in changes.items() if v is not None})
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m repaint.training",
-        description="Train an ADM UNet on a folder or .tar of images, or export a checkpoint's EMA weights.",
-        epilog="examples:\n  python -m repaint.training train faces.tar --out runs/faces --steps 20000 --precision bf16\n"
-               "  python -m repaint.training export runs/faces/ckpt_00020000.pt faces.safetensors",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("train", help="train or resume a run", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    run.add_argument("data", help="folder of images or .tar of images")
-    run.add_argument("--out", required=True, help="run folder")
-    defaults = TrainConfig(data="", out="")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in ("data", "out", "model", "diffusion"):
-            continue
-        value = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            run.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
-        else:
-            run.add_argument(flag, type=type(value), default=value)
-    arch = run.add_argument_group("architecture (defaults: the bundled face64 model)")
-    arch.add_argument("--image-size", type=int)
-    arch.add_argument("--model-channels", type=int)
-    arch.add_argument("--num-res-blocks", type=int)
-    arch.add_argument("--channel-mult", help="e.g. 1,2,2,2")
-    arch.add_argument("--attention-resolutions", help="e.g. 16,8")
-    arch.add_argument("--num-head-channels", type=int)
-    arch.add_argument("--dropout", type=float)
-    arch.add_argument("--noise-schedule", choices=("linear", "cosine"), default=FACE64_DIFFUSION.noise_schedule)
-    arch.add_argument("--diffusion-steps", type=int, default=FACE64_DIFFUSION.steps)
-    export = commands.add_parser("export", help="write a checkpoint's EMA weights as .safetensors")
-    export.add_argument("checkpoint")
-    export.add_argument("output")
-    export.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
-    export.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m repaint.training train|export ...``; bad input is a one-line error and exit status 2."""
-    args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "export":
-        path = export_ema(args.checkpoint, args.output, half=not args.fp32, use_ema=not args.raw)
-        print(f"wrote {path}")
-        return 0
-    skip = {"data", "out", "model", "diffusion"}
-    scalars = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in skip}
-    diffusion = DiffusionSettings(steps=args.diffusion_steps, noise_schedule=args.noise_schedule, learn_sigma=True)
-    config = TrainConfig(data=args.data, out=args.out, model=_model_config(args), diffusion=diffusion, **scalars)
-    result = train(config)
-    if result.checkpoint is not None:
-        print(f"step {result.step}: {result.checkpoint}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,6 +11,7 @@ import sys
 import click
 
 from ..study.cli import study
+from .common import one_line
 from .evaluate import ablate, evaluate_command
 from .inpaint import inpaint
 from .serve import serve
@@ -20,7 +21,33 @@ from .train import export, train
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Group(click.Group):
+    """The ``repaint`` group, run the way the ``repaint`` program runs it (also under click's test runner):
+    click's own usage errors (a missing argument, a value out of range) are one line ``repaint: error: ...`` with
+    exit status 2 like the library's, and Ctrl-C exits 130 (128 + SIGINT) with one line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("repaint: interrupted", err=True)
+            sys.exit(130)
+        except click.exceptions.NoArgsIsHelpError as err:  # a bare "repaint" or group: the help, as click shows it
+            err.show()
+            sys.exit(err.exit_code)
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else "repaint"
+            click.echo(f"repaint: error: {one_line(err.format_message())} (see: {where} --help)", err=True)
+            sys.exit(err.exit_code)
+        except click.ClickException as err:
+            click.echo(f"repaint: error: {one_line(err.format_message())}", err=True)
+            sys.exit(err.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="repaint")
 def cli() -> None:
     """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""
@@ -33,13 +60,5 @@ cli.add_command(evaluate_command, "eval")  # the short name used in the docs
 
 
 def main() -> None:
-    """The ``repaint`` program: click's own handling, except that Ctrl-C exits 130 (128 + SIGINT) with one line."""
-    try:
-        code = cli.main(prog_name="repaint", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("repaint: interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+    """The ``repaint`` program (one-line errors, Ctrl-C exits 130: see ``_Group``)."""
+    cli.main(prog_name="repaint")

@@ -13,6 +13,7 @@ from ..sampler import SamplingError
 
 __all__ = [
     "InputError", "handles_errors", "device_of", "explicit_options", "schedule_options", "settings_from", "check_seed",
+    "one_line", "unet_config_option", "parse_settings",
 ]
 
 
@@ -20,13 +21,14 @@ class InputError(ValueError):
     """Bad input found by the CLI itself (exit status 2)."""
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException | str) -> str:
+    """A message on one line (white space runs, newlines included, become one space)."""
     text = str(err).strip() or type(err).__name__
     return " ".join(text.split())
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    echo(f"repaint: warning: {_one_line(message)}", err=True)
+    echo(f"repaint: warning: {one_line(message)}", err=True)
 
 
 def echo(message: str, err: bool = False) -> None:
@@ -49,10 +51,10 @@ def handles_errors(command):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except (SamplingError, RuntimeError, OSError, MemoryError) as err:
-            click.echo(f"repaint: error: {_one_line(err)}", err=True)
+            click.echo(f"repaint: error: {one_line(err)}", err=True)
             raise click.exceptions.Exit(1) from None
         except (ValueError, TypeError) as err:  # ImageError, MaskError, CheckpointError, ConfError are ValueErrors
-            click.echo(f"repaint: error: {_one_line(err)}", err=True)
+            click.echo(f"repaint: error: {one_line(err)}", err=True)
             raise click.exceptions.Exit(2) from None
 
     return wrapper
@@ -115,3 +117,28 @@ def check_seed(seed: int, count: int = 1) -> None:
 
     if not 0 <= seed <= MAX_SEED - count + 1:
         raise InputError(f"--seed {seed} is out of range 0..{MAX_SEED - count + 1}")
+
+
+def parse_settings(pairs: tuple[str, ...], option: str = "--unet-config") -> dict:
+    """``("num_heads=4", "use_new_attention_order=true")`` -> ``{"num_heads": 4, ...}`` (values read as YAML
+    scalars: numbers, true/false, strings such as 32,16,8). Names are checked where they are applied."""
+    import yaml
+
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{option} takes KEY=VALUE (e.g. {option} num_heads=4), got {pair!r}")
+        try:
+            settings[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise InputError(f"{option} {pair!r}: cannot read the value {value!r}") from None
+    return settings
+
+
+def unet_config_option(command):
+    return click.option(
+        "--unet-config", "unet_config", multiple=True, metavar="KEY=VALUE",
+        help="Set a UNet setting the checkpoint does not determine, e.g. num_heads=4, num_head_channels=-1, "
+             "num_heads_upsample=-1, use_new_attention_order=true (repeatable; wins over a CKPT.json/.yaml "
+             "beside the checkpoint).")(command)

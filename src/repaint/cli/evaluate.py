@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from ..api import FIT_STRATEGIES
-from .common import check_seed, device_of, handles_errors, schedule_options, settings_from
+from .common import (check_seed, device_of, handles_errors, parse_settings, schedule_options, settings_from,
+                     unet_config_option)
 
 EVAL_EXAMPLES = """
 \b
@@ -25,7 +26,8 @@ Examples:
 def _common(command):
     options = [
         click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path)),
-        click.option("--model", default="default", show_default=True, help="Preset name, checkpoint file or default."),
+        click.option("--model", default="default", show_default=True,
+                     help="Preset name, checkpoint file, diffusers folder or default."),
         click.option("--classifier", default=None, help="Noisy-image classifier for guidance."),
         click.option("--masks", "masks", multiple=True, default=("wide",), show_default=True,
                      help="Mask kind (wide, narrow, super_resolve_2x, every_second_line, half, expand, all) or a "
@@ -36,12 +38,18 @@ def _common(command):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--mask-seed", type=int, default=0, show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
+        click.option("--metrics", "metrics", multiple=True, type=click.Choice(["lpips", "psnr", "ssim"]),
+                     help="Metric to compute; repeat for several. Default: every one of lpips, psnr, ssim that can "
+                          "be computed here (one whose weights or package is missing is skipped with a warning "
+                          "saying how to enable it). A metric named here is required."),
         click.option("--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="torchvision AlexNet weights (default: $REPAINT_ALEXNET or the torch hub cache)."),
+                     help="torchvision AlexNet weights alexnet-owt-7be5be79.pth (default: $REPAINT_ALEXNET or the "
+                          "torch hub cache)."),
         click.option("--fit", type=click.Choice(FIT_STRATEGIES), default="auto", show_default=True,
                      help="How images meet the model's size (crop windows around holes, resize, none); outputs "
                           "stay at the image's size."),
         click.option("--device", default="auto", show_default=True, help="auto (cuda:LOCAL_RANK or cpu), cpu, cuda:N."),
+        unet_config_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -53,8 +61,9 @@ def _eval_kwargs(opts: dict) -> dict:
     return dict(
         masks=list(opts.pop("masks")), n_samples=opts.pop("n_samples"), seed=opts.pop("seed"),
         mask_seed=opts.pop("mask_seed"), batch_size=opts.pop("batch_size"), lpips_weights=opts.pop("lpips_weights"),
-        fit=opts.pop("fit"), classifier=opts.pop("classifier"),
+        fit=opts.pop("fit"), classifier=opts.pop("classifier"), metrics=tuple(opts.pop("metrics")) or None,
         device=None if device == "auto" else device_of(device),
+        unet_config=parse_settings(opts.pop("unet_config")) or None,
     )
 
 
@@ -63,11 +72,10 @@ def _eval_kwargs(opts: dict) -> dict:
 @schedule_options
 @click.option("--class-label", type=int, default=None,
               help="Class for class-conditional models / guidance (default: drawn from each sample's seed).")
-@click.option("--metrics", multiple=True, default=("lpips", "psnr", "ssim"), show_default=True)
 @click.option("--published", type=click.Choice(["celebahq", "imagenet"]), default=None,
               help="Show the paper's published LPIPS of this dataset next to ours.")
 @handles_errors
-def evaluate_command(images: Path, out_dir: Path, model: str, metrics: tuple, published: str | None,
+def evaluate_command(images: Path, out_dir: Path, model: str, published: str | None,
                      class_label: int | None, **opts) -> None:
     """Inpaint every image of IMAGES under each mask setting; write outputs and a Table 1 style report."""
     from ..evaluate import evaluate
@@ -76,7 +84,7 @@ def evaluate_command(images: Path, out_dir: Path, model: str, metrics: tuple, pu
     check_seed(opts["seed"], 1000 * 1000)
     settings = settings_from(recommended_settings(model), opts)
     click.echo(f"sampler: {settings.describe()}")
-    report = evaluate(images, out_dir, model, settings=settings, metrics=metrics, paper=published,
+    report = evaluate(images, out_dir, model, settings=settings, paper=published,
                       class_label=class_label, **_eval_kwargs(opts))
     click.echo(f"report: {out_dir / 'report.md'}" + ("" if report.complete else " (incomplete)"))
 

@@ -17,7 +17,8 @@ from ..io import OutputDirs, save_image
 from ..sampler import INJECTION_MODES
 from ..samplers import network_calls
 from .common import (
-    InputError, check_seed, device_of, echo, explicit_options, handles_errors, schedule_options, settings_from,
+    InputError, check_seed, device_of, echo, explicit_options, handles_errors, parse_settings, schedule_options,
+    settings_from, unet_config_option,
 )
 
 EXAMPLES = """
@@ -46,8 +47,9 @@ def _label_for(seed: int, classes: int) -> int:
 @click.argument("image", required=False, type=click.Path(path_type=Path))
 @click.argument("mask", required=False, type=click.Path(path_type=Path))
 @click.option("--model", default="default", show_default=True,
-              help='Checkpoint: "default" (the bundled 64x64 face model), a preset name or a file path.')
+              help='Checkpoint: "default" (the bundled 64x64 face model), a preset name, a file or a diffusers folder.')
 @click.option("--preset", default=None, help="Force the architecture of a preset for a checkpoint file.")
+@unet_config_option
 @schedule_options
 @click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Samples per image; sample k uses seed SEED + k.")
@@ -109,7 +111,8 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     else:
         conf_classifier = conf.classifier_path if conf is not None and conf.classifier_scale > 0 else None
         inpainter = Inpainter.load(model, classifier=opts["classifier"] or conf_classifier, device=device,
-                                   preset=opts["preset"], accel=accel)
+                                   preset=opts["preset"], accel=accel,
+                                   unet_config=parse_settings(opts["unet_config"]) or None)
     label = opts["class_label"] if "class_label" in explicit or conf is None else conf.class_label
     if label is not None and inpainter.num_classes is not None and not 0 <= label < inpainter.num_classes:
         raise InputError(f"--class-label {label} is out of range 0..{inpainter.num_classes - 1}")
@@ -159,7 +162,7 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
             bar.total = (bar.total or 0) + calls
             echo(f"{image_path.name}: {photo.shape[1]}x{photo.shape[0]}, fit {fit}, {len(windows)} window(s), "
                  f"{calls} network calls")
-            yield InpaintRequest(photo, keep, seeds, name, labels)
+            yield InpaintRequest(photo, keep, seeds, name, labels, tag=image_path)
 
     batch_size = batch_size or 8
     frames_dir = Path(opts["out_dir"]) / "frames"
@@ -176,7 +179,7 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
         for result in inpaint_stream(inpainter, requests(), settings, fit=opts["fit"],
                                      batch_size=batch_size, classifier_scale=scale,
                                      callback=progress):
-            write_result(result, dirs)
+            write_result(result, dirs, source=result.tag)
             written += len(result.samples)
     click.echo(f"wrote {written} inpainted image(s) to {dirs.inpainted} (inputs in {dirs.gt}, masks in "
                f"{dirs.gt_keep_mask}, masked inputs in {dirs.gt_masked})")

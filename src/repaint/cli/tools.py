@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -16,25 +17,26 @@ from .common import InputError, handles_errors
 # repaint schedule / presets
 # ---------------------------------------------------------------------------------------------------------------
 
+def _jump_options(command):
+    """One option per JumpSchedule field, with the dataclass's default and help."""
+    ordered = sorted(dataclasses.fields(JumpSchedule), key=lambda f: f.name != "t_T")   # the starting point first
+    for f in reversed(ordered):
+        command = click.option("--" + f.name.replace("_", "-"), f.name, type=int, default=f.default,
+                               show_default=True, help=f.metadata["help"] + ".")(command)
+    return command
+
+
 @click.command(epilog="\b\nExample:\n  repaint schedule --t-T 250 --jump-length 10 --jump-n-sample 10 --plot schedule.png")
-@click.option("--t-T", "t_T", type=int, default=250, show_default=True, help="Respaced steps the walk starts from.")
-@click.option("--jump-length", type=int, default=10, show_default=True)
-@click.option("--jump-n-sample", type=int, default=10, show_default=True)
-@click.option("--n-sample", type=int, default=1, show_default=True)
-@click.option("--start-resampling", type=int, default=100_000_000, show_default=True,
-              help="Resample only at t <= this.")
-@click.option("--jump2-length", type=int, default=1, show_default=True)
-@click.option("--jump2-n-sample", type=int, default=1, show_default=True)
-@click.option("--jump3-length", type=int, default=1, show_default=True)
-@click.option("--jump3-n-sample", type=int, default=1, show_default=True)
+@_jump_options
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of t over the transition index (needs matplotlib).")
 @handles_errors
 def schedule(plot: Path | None, **params) -> None:
     """Print the network-call count of a RePaint jump schedule."""
-    times = JumpSchedule(**params).times()
+    jumps = JumpSchedule(**params)
+    times = jumps.times()
     transitions = len(times) - 1
-    calls = JumpSchedule(**params).network_calls()
+    calls = jumps.network_calls()
     click.echo(f"network calls: {calls}")
     click.echo(f"transitions: {transitions} ({transitions - calls} forward re-noising steps)")
     if plot is not None:
