@@ -153,6 +153,20 @@ CASES = [
     Case("evaluate(metrics=('fid',))", "api:evaluate_fid", "unknown metric"),
     Case("load_checkpoint of other weights", "api:load_other_weights", "not a guided-diffusion"),
     Case("make_mask of an unknown kind", "api:make_mask_unknown", "hexagon"),
+    Case("api.inpaint with a mask of another size", "api:inpaint_mask_size", "mask must have its image's size"),
+    Case("api.inpaint with an unknown fit", "api:inpaint_fit", "fit must be one of"),
+    # repaint serve (only inputs refused before the server starts)
+    Case("serve: model file missing", "serve --model {w}/nowhere.safetensors", "does not exist"),
+    Case("serve: model file of random bytes", "serve --model {w}/corrupt.pt", "cannot read checkpoint"),
+    Case("serve: --device cuda without CUDA", "serve --device cuda", "no CUDA device"),
+    Case("serve: negative queue", "serve --max-queue -1", "'--max-queue'"),
+    Case("serve: port out of range", "serve --port 70000", "'--port'"),
+    # repaint study
+    Case("study create: one result folder", "study create {out}.db {w}/images", "two or more result folders"),
+    Case("study create: folders that do not line up", "study create {out}.db {w}/images {w}/dup",
+         "do not line up"),
+    Case("study report: study file missing", "study report {w}/nowhere.db --out {out}", "does not exist"),
+    Case("study serve: study file missing", "study serve {w}/nowhere.db", "does not exist"),
 ]
 
 
@@ -252,6 +266,13 @@ def _api_calls(p: dict[str, str]) -> dict:
 
     w = Path(p["w"])
 
+    def inpaint_call(mask_shape, fit="auto"):
+        from repaint import api
+
+        inpainter = Inpainter.load(p["tiny"])
+        api.inpaint(inpainter, np.zeros((40, 40, 3), np.uint8), np.zeros(mask_shape, bool), fit=fit,
+                    settings=SamplerSettings(steps=2, jump_length=1, jump_n_sample=1))
+
     def seed_count():
         inpainter = Inpainter.load(p["tiny"])
         inpainter(torch.zeros(2, 3, 32, 32), torch.ones(2, 1, 32, 32), seeds=[0],
@@ -270,6 +291,9 @@ def _api_calls(p: dict[str, str]) -> dict:
         "load_other_weights": (f'load_checkpoint("{w}/other.safetensors")',
                                lambda: load_checkpoint(w / "other.safetensors")),
         "make_mask_unknown": ('make_mask("hexagon", 64)', lambda: make_mask("hexagon", 64)),
+        "inpaint_mask_size": ("api.inpaint(inpainter, photo 40x40, mask 40x41)", lambda: inpaint_call((40, 41))),
+        "inpaint_fit": ('api.inpaint(inpainter, photo, mask, fit="stretch")',
+                        lambda: inpaint_call((40, 40), fit="stretch")),
     }
 
 

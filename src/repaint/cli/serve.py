@@ -50,6 +50,7 @@ def serve(host: str, port: int, share: bool, models: tuple[Path, ...], device: s
     for category in (ResourceWarning, DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
     from ..web.limits import Limits
+    from ..presets import PRESETS
     from ..web.models import discover_models
 
     menu = discover_models(models)
@@ -63,7 +64,8 @@ def serve(host: str, port: int, share: bool, models: tuple[Path, ...], device: s
         from ..web.server import build_server
     except ImportError as err:
         raise click.ClickException(f"the web app needs the web extra: pip install 'repaint[web]' ({err})") from None
-    app = build_server(menu, device=device, limits=limits)
+    named = [name for name, source in menu.items() if source != "default" and source not in PRESETS]
+    app = build_server(menu, device=device, limits=limits, preload=named)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     click.echo(f"repaint: models {', '.join(menu)} on {device}; open http://{host}:{port} (HTTP API: "
                f"POST http://{host}:{port}/api/inpaint); Ctrl+C stops")

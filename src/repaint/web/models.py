@@ -33,7 +33,7 @@ def discover_models(files: Sequence[str | Path] = ()) -> dict[str, str]:
         menu[name] = name
     for file in files:
         path = Path(file).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise CheckpointError(f"model file {file} does not exist")
         name = path.stem
         while name in menu:  # two files with one stem: qualify by the parent folder, then number them

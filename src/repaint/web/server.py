@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .limits import Limits
@@ -13,18 +14,22 @@ __all__ = ["build_server"]
 
 
 def build_server(models: dict[str, str], *, device: str = "auto", limits: Limits = Limits(),
-                 out_dir: Path | None = None):
+                 out_dir: Path | None = None, preload: Sequence[str] = ()):
     """A FastAPI app with ``/api/*`` (:mod:`repaint.web.routes`) and the page at ``/`` (:mod:`repaint.web.app`).
 
     ``models`` is the menu (:func:`repaint.web.models.discover_models`). Gradio serves only its own cache: no
-    ``allowed_paths`` are added, so no file on the server is reachable by a path a client names.
+    ``allowed_paths`` are added, so no file on the server is reachable by a path a client names. ``preload``: menu
+    names loaded now (the files named on the command line), so a damaged file stops the server before it starts.
     """
     import gradio as gr
     from fastapi import FastAPI
 
     from .app import build_app
 
-    runner = Runner(ModelMenu(models, device), limits)
+    menu = ModelMenu(models, device)
+    for name in preload:
+        menu.get(name)
+    runner = Runner(menu, limits)
     app = FastAPI(title="repaint", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
     app.middleware("http")(limit_request_size(2 * limits.max_upload_bytes + 2**20))
     app.include_router(api_router(runner))
