@@ -28,6 +28,7 @@ from .presets import (
 )
 from .sampler import ModelFn, Step, classifier_guidance, make_generators, repaint
 from .schedule import JumpSchedule
+from .smc import smc
 
 __all__ = [
     "SamplerSettings",
@@ -102,7 +103,10 @@ def _repaint_sampler(model, diffusion, gt, mask, *, settings, generators, cond_f
     )
 
 
-SAMPLERS: dict[str, SamplerFn] = {"repaint": _repaint_sampler}
+SAMPLERS: dict[str, SamplerFn] = {
+    "repaint": _repaint_sampler,
+    "smc": smc,                       # repaint.smc: twisted SMC, K particles per image (T * K calls)
+}
 
 
 def register_sampler(name: str, fn: SamplerFn) -> SamplerFn:

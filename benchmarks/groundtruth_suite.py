@@ -1,0 +1,113 @@
+"""Samplers against exact answers on a suite of Gaussian-mixture problems, with intervals (issue 13).
+
+Two phases, on disjoint seeds (:data:`repaint.groundtruth.SELECTION_SEED`, :data:`~repaint.groundtruth.REPORT_SEED`):
+
+    OMP_NUM_THREADS=1 python benchmarks/groundtruth_suite.py select   # grid on the selection problems and seeds
+    OMP_NUM_THREADS=1 python benchmarks/groundtruth_suite.py report   # fixed candidates, every problem, fresh seeds
+
+``select`` writes benchmarks/results/groundtruth_select.json; ``report`` reads nothing from it: its candidate list
+below is edited by hand after looking at the selection, and the edit is committed before ``report`` runs.
+``report`` writes benchmarks/results/groundtruth_report.json (metrics, 95 % bootstrap intervals, differences to the
+paper setting with their intervals, equivalence under the fixed margins, goal verdicts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from repaint.fast_samplers import FAST_PRESET
+from repaint.groundtruth import (
+    PROBLEMS, REPORT_SEED, SELECTION_PROBLEMS, SELECTION_SEED, compare, describe, get_problem, run_sampler, summarise,
+)
+from repaint.pipeline import SamplerSettings
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+PAPER = SamplerSettings(steps=250, jump_length=10, jump_n_sample=10)
+
+
+def smc(steps: int, particles: int, lookahead: float) -> SamplerSettings:
+    return SamplerSettings(steps=steps, jump_length=1, jump_n_sample=1, sampler="smc",
+                           options={"particles": particles, "lookahead": lookahead})
+
+
+def selection_grid() -> dict[str, SamplerSettings]:
+    grid = {f"smc T={t} K={500 // t} lookahead={lam}": smc(t, 500 // t, lam)
+            for t in (20, 25, 50) for lam in (0.0, 1.0, 2.0, 3.0, 5.0)}
+    grid["smc T=25 K=10 lookahead=2.0"] = smc(25, 10, 2.0)
+    return grid
+
+
+# Fixed after the selection phase (see docs/fidelity.md); the report phase runs exactly these.
+CANDIDATES = {
+    "repaint T=250 j=10 r=10 (paper)": PAPER,
+    "repaint T=250 r=1 (no resampling)": SamplerSettings(steps=250, jump_length=1, jump_n_sample=1),
+    "FAST_PRESET T=50 j=5 r=10 start=20": FAST_PRESET,
+    "smc T=25 K=20 lookahead=2.0": smc(25, 20, 2.0),
+    "smc T=25 K=10 lookahead=2.0": smc(25, 10, 2.0),
+}
+
+
+def _run(settings: SamplerSettings, name: str, n: int, seed: int) -> dict:
+    settings = SamplerSettings(**{**settings.to_dict(), "clip_denoised": False})
+    problem = get_problem(name)
+    run = run_sampler(settings, problem, n, seed)
+    summary = summarise(run.fills, problem.conditional, seed)
+    summary.update(calls=run.calls, seconds=run.seconds, settings=settings.to_dict())
+    return summary
+
+
+def _public(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if not k.startswith("_")}
+
+
+def _line(label: str, s: dict) -> str:
+    m, ci = s["metrics"], s["intervals"]
+    return (f"{label:40s} calls={s['calls']:5d} excluded={m['excluded']:.3f} [{ci['excluded'][0]:.3f}, "
+            f"{ci['excluded'][1]:.3f}] tv={m['component_tv']:.3f} spread={m['spread_ratio']:.3f} "
+            f"[{ci['spread_ratio'][0]:.3f}, {ci['spread_ratio'][1]:.3f}] mean_err={m['mean_error']:.3f} "
+            f"sw2={m['sliced_w2']:.3f} goal={s['meets_goal']} ({s['seconds']:.0f}s)")
+
+
+def select(n: int) -> dict:
+    out = {"phase": "select", "n": n, "seed": SELECTION_SEED, "problems": {}}
+    for name in SELECTION_PROBLEMS:
+        rows = {}
+        for label, settings in selection_grid().items():
+            rows[label] = _public(_run(settings, name, n, SELECTION_SEED))
+            print(name, _line(label, rows[label]), flush=True)
+        out["problems"][name] = {"problem": describe(get_problem(name)), "results": rows}
+    return out
+
+
+def report(n_easy: int, n_hard: int) -> dict:
+    out = {"phase": "report", "seed": REPORT_SEED, "n_easy": n_easy, "n_hard": n_hard, "problems": {}}
+    for name in PROBLEMS:
+        n = n_easy if name in ("easy", "mixed") else n_hard
+        runs = {label: _run(settings, name, n, REPORT_SEED) for label, settings in CANDIDATES.items()}
+        reference = runs["repaint T=250 j=10 r=10 (paper)"]
+        rows = {}
+        for label, s in runs.items():
+            rows[label] = {**_public(s), "vs_paper": compare(s, reference)}
+            print(name, _line(label, s), "equivalent to paper:", rows[label]["vs_paper"]["equivalent"], flush=True)
+        out["problems"][name] = {"problem": describe(get_problem(name)), "n": n, "results": rows}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("phase", choices=("select", "report"))
+    parser.add_argument("--n", type=int, default=500, help="fills per setting in the selection phase")
+    parser.add_argument("--n-easy", type=int, default=5000, help="fills per setting, easy/mixed, report phase")
+    parser.add_argument("--n-hard", type=int, default=2000, help="fills per setting, hard problems, report phase")
+    args = parser.parse_args(argv)
+    result = select(args.n) if args.phase == "select" else report(args.n_easy, args.n_hard)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"groundtruth_{args.phase}.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
