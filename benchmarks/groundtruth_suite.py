@@ -28,15 +28,21 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 PAPER = SamplerSettings(steps=250, jump_length=10, jump_n_sample=10)
 
 
-def smc(steps: int, particles: int, lookahead: float) -> SamplerSettings:
+def smc(steps: int, particles: int, lookahead: float, variance: float = -2.0) -> SamplerSettings:
     return SamplerSettings(steps=steps, jump_length=1, jump_n_sample=1, sampler="smc",
-                           options={"particles": particles, "lookahead": lookahead})
+                           options={"particles": particles, "lookahead": lookahead, "variance": variance})
 
 
-def selection_grid() -> dict[str, SamplerSettings]:
-    grid = {f"smc T={t} K={500 // t} lookahead={lam}": smc(t, 500 // t, lam)
-            for t in (20, 25, 50) for lam in (0.0, 1.0, 2.0, 3.0, 5.0)}
-    grid["smc T=25 K=10 lookahead=2.0"] = smc(25, 10, 2.0)
+def selection_grid(stage: int) -> dict[str, SamplerSettings]:
+    """Stage 1: particles x steps x lookahead with the model's variance; stage 2 (added after stage 1 showed the
+    spread shrinking with the model's beta~ variance at 20-50 steps): the kernel variance v."""
+    if stage == 1:
+        grid = {f"smc T={t} K={500 // t} lookahead={lam}": smc(t, 500 // t, lam)
+                for t in (20, 25, 50) for lam in (0.0, 1.0, 2.0, 3.0, 5.0)}
+        grid["smc T=25 K=10 lookahead=2.0"] = smc(25, 10, 2.0)
+        return grid
+    grid = {f"smc T=25 K=20 lookahead={lam} v={v}": smc(25, 20, lam, v) for lam in (1.0, 2.0) for v in (0.0, 0.3)}
+    grid["smc T=50 K=10 lookahead=2.0 v=0.0"] = smc(50, 10, 2.0, 0.0)
     return grid
 
 
@@ -45,8 +51,10 @@ CANDIDATES = {
     "repaint T=250 j=10 r=10 (paper)": PAPER,
     "repaint T=250 r=1 (no resampling)": SamplerSettings(steps=250, jump_length=1, jump_n_sample=1),
     "FAST_PRESET T=50 j=5 r=10 start=20": FAST_PRESET,
-    "smc T=25 K=20 lookahead=2.0": smc(25, 20, 2.0),
-    "smc T=25 K=10 lookahead=2.0": smc(25, 10, 2.0),
+    "smc T=25 K=20 lookahead=2 v=0.3 (defaults)": smc(25, 20, 2.0, 0.3),
+    "smc T=25 K=10 lookahead=2 v=0.3": smc(25, 10, 2.0, 0.3),
+    "lanpaint T=50 N=4 h=0.5 lamb=1 (defaults)": SamplerSettings(steps=50, sampler="lanpaint"),
+    "ddnm T=25 j=5 r=10 eta=1": SamplerSettings(steps=25, jump_length=5, jump_n_sample=10, sampler="ddnm"),
 }
 
 
@@ -71,11 +79,11 @@ def _line(label: str, s: dict) -> str:
             f"sw2={m['sliced_w2']:.3f} goal={s['meets_goal']} ({s['seconds']:.0f}s)")
 
 
-def select(n: int) -> dict:
-    out = {"phase": "select", "n": n, "seed": SELECTION_SEED, "problems": {}}
+def select(n: int, stage: int) -> dict:
+    out = {"phase": "select", "stage": stage, "n": n, "seed": SELECTION_SEED, "problems": {}}
     for name in SELECTION_PROBLEMS:
         rows = {}
-        for label, settings in selection_grid().items():
+        for label, settings in selection_grid(stage).items():
             rows[label] = _public(_run(settings, name, n, SELECTION_SEED))
             print(name, _line(label, rows[label]), flush=True)
         out["problems"][name] = {"problem": describe(get_problem(name)), "results": rows}
@@ -91,7 +99,8 @@ def report(n_easy: int, n_hard: int) -> dict:
         rows = {}
         for label, s in runs.items():
             rows[label] = {**_public(s), "vs_paper": compare(s, reference)}
-            print(name, _line(label, s), "equivalent to paper:", rows[label]["vs_paper"]["equivalent"], flush=True)
+            print(name, _line(label, s), "equivalent:", rows[label]["vs_paper"]["equivalent"], "non-inferior:",
+                  rows[label]["vs_paper"]["noninferior"], flush=True)
         out["problems"][name] = {"problem": describe(get_problem(name)), "n": n, "results": rows}
     return out
 
@@ -99,13 +108,15 @@ def report(n_easy: int, n_hard: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("phase", choices=("select", "report"))
+    parser.add_argument("--stage", type=int, default=1, choices=(1, 2), help="selection grid (see selection_grid)")
     parser.add_argument("--n", type=int, default=500, help="fills per setting in the selection phase")
     parser.add_argument("--n-easy", type=int, default=5000, help="fills per setting, easy/mixed, report phase")
     parser.add_argument("--n-hard", type=int, default=2000, help="fills per setting, hard problems, report phase")
     args = parser.parse_args(argv)
-    result = select(args.n) if args.phase == "select" else report(args.n_easy, args.n_hard)
+    result = select(args.n, args.stage) if args.phase == "select" else report(args.n_easy, args.n_hard)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"groundtruth_{args.phase}.json").write_text(json.dumps(result, indent=1))
+    stem = f"groundtruth_select{args.stage}" if args.phase == "select" else "groundtruth_report"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))
     return 0
 
 

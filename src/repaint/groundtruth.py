@@ -28,7 +28,7 @@ from .gmm import ConditionalMixture, GaussianMixture, InpaintingProblem, disharm
 
 __all__ = [
     "PROBLEMS", "SELECTION_PROBLEMS", "get_problem", "anisotropic_covariance", "pattern_mixture", "score",
-    "bootstrap_metrics", "summarise", "compare", "run_sampler", "describe", "Run", "MARGINS", "GOAL", "SELECTION_SEED", "REPORT_SEED", "EXCLUDED_WEIGHT",
+    "bootstrap_metrics", "summarise", "compare", "NONINFERIORITY", "run_sampler", "describe", "Run", "MARGINS", "GOAL", "SELECTION_SEED", "REPORT_SEED", "EXCLUDED_WEIGHT",
 ]
 
 EXCLUDED_WEIGHT = 1e-3          # a component with exact conditional weight below this is "excluded"
@@ -37,6 +37,10 @@ REPORT_SEED = 1_000_000         # ... and reported on seeds 1e6 .. 1e6 + n - 1
 # Equivalence margins on (sampler - reference), fixed before looking: equivalent when the 95 % interval of the
 # difference lies inside +-margin for every metric.
 MARGINS = {"component_tv": 0.01, "spread_ratio": 0.05, "mean_error": 0.05}
+# Non-inferiority (added after the selection phase, before the report phase): a sampler is at least as close to the
+# exact conditional as the reference, up to the margin, when the upper 95 % bound of (sampler - reference) is below
+# the margin for component TV, mean error and the spread error |spread_ratio - 1|.
+NONINFERIORITY = {"component_tv": 0.01, "spread_error": 0.05, "mean_error": 0.05}
 # The hard-problem goal of issue 13: at most 5 % excluded fills (upper 95 % bound) and the per-pixel spread within
 # 10 % of the exact conditional's (95 % interval inside [0.9, 1.1]).
 GOAL = {"excluded": 0.05, "spread_ratio": (0.9, 1.1)}
@@ -132,6 +136,7 @@ def _statistics(weights: torch.Tensor, values: torch.Tensor, onehot: torch.Tenso
         "excluded": shares[:, excluded].sum(1),
         "component_tv": 0.5 * (shares - conditional.weights).abs().sum(1),
         "spread_ratio": (fill_var.sqrt() / sd).mean(1),
+        "spread_error": ((fill_var.sqrt() / sd).mean(1) - 1).abs(),
         "mean_error": (((fill_mean - mean) / sd) ** 2).mean(1).sqrt(),
     }
 
@@ -193,7 +198,13 @@ def compare(summary: dict, reference: dict) -> dict:
         ci = _interval(diff)
         out[key] = {"difference": summary["metrics"][key] - reference["metrics"][key], "ci": ci, "margin": margin,
                     "equivalent": -margin < ci[0] and ci[1] < margin}
-    out["equivalent"] = all(v["equivalent"] for v in out.values())
+    out["equivalent"] = all(out[key]["equivalent"] for key in MARGINS)
+    noninferior = {}
+    for key, margin in NONINFERIORITY.items():
+        upper = _interval(summary["_boot"][key] - reference["_boot"][key])[1]
+        noninferior[key] = {"upper": upper, "margin": margin, "ok": upper < margin}
+    out["noninferiority"] = noninferior
+    out["noninferior"] = all(v["ok"] for v in noninferior.values())
     return out
 
 

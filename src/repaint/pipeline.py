@@ -28,6 +28,7 @@ from .presets import (
 )
 from .sampler import ModelFn, Step, classifier_guidance, make_generators, repaint
 from .schedule import JumpSchedule
+from .lanpaint import lanpaint
 from .smc import smc
 
 __all__ = [
@@ -106,6 +107,7 @@ def _repaint_sampler(model, diffusion, gt, mask, *, settings, generators, cond_f
 SAMPLERS: dict[str, SamplerFn] = {
     "repaint": _repaint_sampler,
     "smc": smc,                       # repaint.smc: twisted SMC, K particles per image (T * K calls)
+    "lanpaint": lanpaint,             # repaint.lanpaint: Langevin inner steps (T * (steps + 1) calls)
 }
 
 
