@@ -55,6 +55,7 @@ CANDIDATES = {
     "smc T=25 K=10 lookahead=2 v=0.3": smc(25, 10, 2.0, 0.3),
     "lanpaint T=50 N=4 h=0.5 lamb=1 (defaults)": SamplerSettings(steps=50, sampler="lanpaint"),
     "ddnm T=25 j=5 r=10 eta=1": SamplerSettings(steps=25, jump_length=5, jump_n_sample=10, sampler="ddnm"),
+    "copaint T=50 G=2 lr=1 coef=1 (defaults)": SamplerSettings(steps=50, sampler="copaint"),
 }
 
 
@@ -90,9 +91,9 @@ def select(n: int, stage: int) -> dict:
     return out
 
 
-def report(n_easy: int, n_hard: int) -> dict:
+def report(n_easy: int, n_hard: int, problems) -> dict:
     out = {"phase": "report", "seed": REPORT_SEED, "n_easy": n_easy, "n_hard": n_hard, "problems": {}}
-    for name in PROBLEMS:
+    for name in problems:
         n = n_easy if name in ("easy", "mixed") else n_hard
         runs = {label: _run(settings, name, n, REPORT_SEED) for label, settings in CANDIDATES.items()}
         reference = runs["repaint T=250 j=10 r=10 (paper)"]
@@ -111,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", type=int, default=1, choices=(1, 2), help="selection grid (see selection_grid)")
     parser.add_argument("--n", type=int, default=500, help="fills per setting in the selection phase")
     parser.add_argument("--n-easy", type=int, default=5000, help="fills per setting, easy/mixed, report phase")
+    parser.add_argument("--problem", choices=tuple(PROBLEMS), default=None, help="report one problem only")
     parser.add_argument("--n-hard", type=int, default=2000, help="fills per setting, hard problems, report phase")
     args = parser.parse_args(argv)
-    result = select(args.n, args.stage) if args.phase == "select" else report(args.n_easy, args.n_hard)
+    problems = [args.problem] if args.problem else list(PROBLEMS)
+    result = select(args.n, args.stage) if args.phase == "select" else report(args.n_easy, args.n_hard, problems)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"groundtruth_select{args.stage}" if args.phase == "select" else "groundtruth_report"
+    stem = f"groundtruth_select{args.stage}" if args.phase == "select" else \
+        "groundtruth_report" + (f"_{args.problem}" if args.problem else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))
     return 0
 

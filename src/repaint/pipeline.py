@@ -28,6 +28,7 @@ from .presets import (
 )
 from .sampler import ModelFn, Step, classifier_guidance, make_generators, repaint
 from .schedule import JumpSchedule
+from .copaint import copaint
 from .lanpaint import lanpaint
 from .smc import smc
 
@@ -108,6 +109,7 @@ SAMPLERS: dict[str, SamplerFn] = {
     "repaint": _repaint_sampler,
     "smc": smc,                       # repaint.smc: twisted SMC, K particles per image (T * K calls)
     "lanpaint": lanpaint,             # repaint.lanpaint: Langevin inner steps (T * (steps + 1) calls)
+    "copaint": copaint,               # repaint.copaint: gradient descent on x_t, DDIM steps (T * (grad_steps + 1))
 }
 
 
