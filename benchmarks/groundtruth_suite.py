@@ -20,7 +20,15 @@ from pathlib import Path
 
 from repaint.fast_samplers import FAST_PRESET
 from repaint.groundtruth import (
-    PROBLEMS, REPORT_SEED, SELECTION_PROBLEMS, SELECTION_SEED, compare, describe, get_problem, run_sampler, summarise,
+    PROBLEMS,
+    REPORT_SEED,
+    SELECTION_PROBLEMS,
+    SELECTION_SEED,
+    compare,
+    describe,
+    get_problem,
+    run_sampler,
+    summarise,
 )
 from repaint.pipeline import SamplerSettings
 
@@ -106,15 +114,44 @@ def report(n_easy: int, n_hard: int, problems) -> dict:
     return out
 
 
+def tables() -> str:
+    """Markdown tables of every groundtruth_report_<problem>.json present (for docs/fidelity.md)."""
+    lines = []
+    for name in PROBLEMS:
+        path = RESULTS / f"groundtruth_report_{name}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())["problems"][name]
+        p = data["problem"]
+        lines += [(f"**{name}** ({p['shape'][1]}x{p['shape'][2]}, {p['components']} components, {p['known_pixels']} known "
+                  f"pixels, {p['excluded_components']} excluded; n = {data['n']} per setting)"), "",
+                  ("| setting | calls | excluded [95 % CI] | TV | spread ratio [95 % CI] | mean err | TV - paper "
+                  "[95 % CI] | equiv. | non-inf. | goal |"), "|---|---:|---:|---:|---:|---:|---:|:-:|:-:|:-:|"]
+        for label, r in data["results"].items():
+            m, ci, vs = r["metrics"], r["intervals"], r["vs_paper"]
+            tv = vs["component_tv"]
+            lines.append(
+                f"| {label} | {r['calls']} | {m['excluded']:.3f} [{ci['excluded'][0]:.3f}, {ci['excluded'][1]:.3f}] | "
+                f"{m['component_tv']:.3f} | {m['spread_ratio']:.2f} [{ci['spread_ratio'][0]:.2f}, "
+                f"{ci['spread_ratio'][1]:.2f}] | {m['mean_error']:.2f} | {tv['difference']:+.3f} [{tv['ci'][0]:+.3f}, "
+                f"{tv['ci'][1]:+.3f}] | {'yes' if vs['equivalent'] else 'no'} | "
+                f"{'yes' if vs['noninferior'] else 'no'} | {'yes' if r['meets_goal'] else 'no'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=("select", "report"))
+    parser.add_argument("phase", choices=("select", "report", "tables"))
     parser.add_argument("--stage", type=int, default=1, choices=(1, 2), help="selection grid (see selection_grid)")
     parser.add_argument("--n", type=int, default=500, help="fills per setting in the selection phase")
     parser.add_argument("--n-easy", type=int, default=5000, help="fills per setting, easy/mixed, report phase")
     parser.add_argument("--problem", choices=tuple(PROBLEMS), default=None, help="report one problem only")
     parser.add_argument("--n-hard", type=int, default=2000, help="fills per setting, hard problems, report phase")
     args = parser.parse_args(argv)
+    if args.phase == "tables":
+        print(tables())
+        return 0
     problems = [args.problem] if args.problem else list(PROBLEMS)
     result = select(args.n, args.stage) if args.phase == "select" else report(args.n_easy, args.n_hard, problems)
     RESULTS.mkdir(parents=True, exist_ok=True)

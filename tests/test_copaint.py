@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from repaint.copaint import network_calls
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.gmm import disharmony_problem, image_mixture
 from repaint.groundtruth import run_sampler, score
-from repaint.copaint import network_calls
 from repaint.pipeline import SamplerSettings, get_sampler
 from repaint.sampler import make_generators
 

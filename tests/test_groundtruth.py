@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from repaint.groundtruth import (
-    MARGINS, PROBLEMS, SELECTION_PROBLEMS, anisotropic_covariance, compare, describe, get_problem, score, summarise,
+    MARGINS,
+    PROBLEMS,
+    SELECTION_PROBLEMS,
+    anisotropic_covariance,
+    compare,
+    describe,
+    get_problem,
+    score,
+    summarise,
 )
 
 

@@ -71,7 +71,7 @@ def test_bad_options_are_one_line_errors(options, message):
 def test_smc_harmonises_where_repaint_without_resampling_does_not():
     """Issue 5's problem: a third of RePaint's unresampled fills lie in the excluded component; SMC almost none."""
     problem = disharmony_problem()
-    base = dict(clip_denoised=False, jump_length=1, jump_n_sample=1)
+    base = {"clip_denoised": False, "jump_length": 1, "jump_n_sample": 1}
     plain = run_sampler(SamplerSettings(steps=20, **base), problem, 300, 0)
     smc = run_sampler(SamplerSettings(steps=20, sampler="smc", options={"particles": 10}, **base), problem, 300, 0)
     assert smc.calls == 200 and plain.calls == 20

@@ -27,9 +27,9 @@ import torch
 
 from .diffusion import Diffusion
 from .sampler import SamplingError, Step, _as_batch_mask, randn
-from .smc import check_options
+from .sampler_options import check_options
 
-__all__ = ["copaint", "network_calls", "DEFAULT_OPTIONS"]
+__all__ = ["DEFAULT_OPTIONS", "copaint", "network_calls"]
 
 DEFAULT_OPTIONS = {"grad_steps": 2, "lr": 1.0, "coef": 1.0}
 

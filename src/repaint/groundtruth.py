@@ -23,12 +23,34 @@ from dataclasses import dataclass
 
 import torch
 
-from .gmm import ConditionalMixture, GaussianMixture, InpaintingProblem, disharmony_problem, mean_pattern, \
-    sliced_wasserstein
+from .gmm import (
+    ConditionalMixture,
+    GaussianMixture,
+    InpaintingProblem,
+    disharmony_problem,
+    mean_pattern,
+    sliced_wasserstein,
+)
 
 __all__ = [
-    "PROBLEMS", "SELECTION_PROBLEMS", "get_problem", "anisotropic_covariance", "pattern_mixture", "score",
-    "bootstrap_metrics", "summarise", "compare", "NONINFERIORITY", "run_sampler", "describe", "Run", "MARGINS", "GOAL", "SELECTION_SEED", "REPORT_SEED", "EXCLUDED_WEIGHT",
+    "EXCLUDED_WEIGHT",
+    "GOAL",
+    "MARGINS",
+    "NONINFERIORITY",
+    "PROBLEMS",
+    "REPORT_SEED",
+    "SELECTION_PROBLEMS",
+    "SELECTION_SEED",
+    "Run",
+    "anisotropic_covariance",
+    "bootstrap_metrics",
+    "compare",
+    "describe",
+    "get_problem",
+    "pattern_mixture",
+    "run_sampler",
+    "score",
+    "summarise",
 ]
 
 EXCLUDED_WEIGHT = 1e-3          # a component with exact conditional weight below this is "excluded"
@@ -223,9 +245,8 @@ def run_sampler(settings, problem: InpaintingProblem, n: int, seed: int) -> Run:
     import time
 
     from .diffusion import Diffusion, DiffusionConfig
+    from .pipeline import get_sampler
     from .sampler import make_generators
-
-    from .pipeline import get_sampler  # noqa: I001  (late: pipeline sits above this module)
 
     diffusion = Diffusion(DiffusionConfig(1000, "linear", settings.respacing(), True))
     exact = problem.mixture.denoiser(diffusion)

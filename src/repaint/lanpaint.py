@@ -32,9 +32,9 @@ import torch
 
 from .diffusion import Diffusion
 from .sampler import SamplingError, Step, _as_batch_mask, randn
-from .smc import check_options
+from .sampler_options import check_options
 
-__all__ = ["lanpaint", "network_calls", "DEFAULT_OPTIONS"]
+__all__ = ["DEFAULT_OPTIONS", "lanpaint", "network_calls"]
 
 DEFAULT_OPTIONS = {"langevin_steps": 4, "step_size": 0.5, "lamb": 1.0}
 

@@ -43,25 +43,12 @@ import torch
 
 from .diffusion import Diffusion
 from .sampler import SamplingError, Step, _as_batch_mask
+from .sampler_options import check_options
 
-__all__ = ["smc", "network_calls", "DEFAULT_OPTIONS"]
+__all__ = ["DEFAULT_OPTIONS", "network_calls", "smc"]
 
 # chosen on the selection seeds of benchmarks/groundtruth_suite.py (docs/fidelity.md), with steps=25
 DEFAULT_OPTIONS = {"particles": 20, "ess": 0.5, "lookahead": 2.0, "variance": 0.3}
-
-
-def check_options(settings, defaults: dict) -> dict:
-    """``settings.options`` merged over ``defaults``; an unknown key or a non-number is a one-line ValueError."""
-    unknown = sorted(set(settings.options) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"sampler {settings.sampler!r} has no option(s) {', '.join(unknown)}; options: {', '.join(defaults)}"
-        )
-    merged = {**defaults, **settings.options}
-    for key, value in merged.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"option {key} of sampler {settings.sampler!r} must be a number, got {value!r}")
-    return merged
 
 
 def _options(settings) -> dict:
