@@ -11,6 +11,8 @@ error, the conditional-mean error and the sliced Wasserstein distance to exact c
 A setting "matches" the reference (RePaint T=250, j=10, r=10) when each of its three errors is at most the
 reference's plus a tolerance for Monte-Carlo noise at this n: for the mean and Wasserstein errors the error of n
 exact samples, for the component error two standard errors of the difference of two shares near the reference's.
+That rule is not an equivalence test and is superseded (issue 13): benchmarks/groundtruth_suite.py puts intervals on
+differences, with margins and a selection/report seed split fixed in advance (docs/fidelity.md).
 """
 
 from __future__ import annotations

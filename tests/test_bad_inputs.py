@@ -140,7 +140,7 @@ CASES = [
     Case("export: output not .safetensors", "export {ckpt} {out}.pt", "must end in .safetensors"),
     # repaint validate / masks / schedule
     Case("validate --steps 1", "validate --steps 1", "steps must be at least 2"),
-    Case("validate: unknown sampler", "validate --sampler fastest --n 10", "unknown sampler"),
+    Case("validate: unknown sampler", "validate --sampler fastest --n 10", "is not one of"),
     Case("masks: unknown kind", "masks hexagon --out {out}", "'hexagon' is not one of"),
     Case("masks: --side for a kind without sides", "masks wide --side top --out {out}", "--side only applies"),
     Case("schedule: jump longer than the walk", "schedule --t-T 1", "must be smaller than t_T"),

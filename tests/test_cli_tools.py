@@ -41,3 +41,12 @@ def test_train_command_passes_options_through_and_reports_bad_data(tmp_path):
     assert result.exit_code != 0
     assert "training data" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_sampler_options_and_problems_reach_validate():
+    result = CliRunner().invoke(cli, ["validate", "--sampler", "smc", "--steps", "10", "--option", "particles=3",
+                                      "--problem", "hard8", "--n", "20"])
+    assert result.exit_code == 0, result.output
+    assert "particles=3" in result.output and "30 network calls per image" in result.output   # T * K
+    bad = CliRunner().invoke(cli, ["validate", "--sampler", "smc", "--option", "particles", "--n", "10"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.stderr

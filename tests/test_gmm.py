@@ -125,3 +125,10 @@ def test_resampling_harmonises_and_slowing_down_does_not():
     assert no_resampling["component_tv"] > 0.25 and slower["component_tv"] > 0.25
     assert resampling["component_tv"] < 0.12
     assert resampling["component_tv"] < 0.5 * min(no_resampling["component_tv"], slower["component_tv"])
+
+
+def test_validate_counts_network_evaluations_per_image_for_particle_samplers():
+    """A particle sampler evaluates the network on K particles per image: validate reports K * T, not T."""
+    settings = SamplerSettings(steps=10, jump_length=1, jump_n_sample=1, sampler="smc", clip_denoised=False,
+                               options={"particles": 3})
+    assert validate(settings, n=20)["calls"] == 30

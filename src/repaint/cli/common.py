@@ -94,6 +94,9 @@ def schedule_options(command):
         click.option("--start-resampling", type=click.IntRange(min=0), default=None,
                      help="Resample only at t <= this (the reference's start_resampling)."),
         click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta of ddim_repaint / ddnm."),
+        click.option("--option", "sampler_options", multiple=True, metavar="KEY=VALUE",
+                     help="A setting of the chosen sampler, e.g. --sampler smc --option particles=20 (repeatable; "
+                          "docs/fidelity.md lists them)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -108,7 +111,24 @@ def settings_from(recommended, opts: dict, **extra):
     from ..settings import resolve_settings
 
     fields = {k: opts.pop(k) for k in SCHEDULE_OPTIONS}
-    return resolve_settings(recommended, fields.pop("schedule_preset"), **fields, **extra)
+    options = sampler_options(opts.pop("sampler_options", ()))
+    return resolve_settings(recommended, fields.pop("schedule_preset"), **fields, options=options or None, **extra)
+
+
+def sampler_options(pairs) -> dict:
+    """``("particles=20", "lookahead=2")`` -> ``{"particles": 20, "lookahead": 2}``; values read as YAML scalars."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
 
 
 def check_seed(seed: int, count: int = 1) -> None:

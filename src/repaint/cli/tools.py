@@ -10,7 +10,8 @@ import click
 from ..masks import MASK_KINDS, make_masks, mask_preview_grid, save_mask
 from ..presets import PRESETS
 from ..schedule import JumpSchedule
-from .common import InputError, handles_errors
+from ..groundtruth import PROBLEMS
+from .common import InputError, handles_errors, schedule_options, settings_from
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -108,30 +109,25 @@ def masks(kind: str, count: int, size: int, seed: int, side: str | None, out_dir
 # repaint validate
 # ---------------------------------------------------------------------------------------------------------------
 
-@click.command(epilog="\b\nExamples:\n  repaint validate --steps 250 --jump-length 10 --jump-n-sample 10\n"
-                    "  repaint validate --fast\n  repaint validate --sampler ddnm --steps 20 --jump-length 4 "
-                    "--jump-n-sample 14")
-@click.option("--sampler", default="repaint", show_default=True, help="repaint, ddim_repaint, ddnm, sdedit_repeat.")
-@click.option("--fast", is_flag=True, help="Start from the fast preset (options given here override it).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Respaced steps T (default 250).")
-@click.option("--jump-length", type=click.IntRange(min=1), default=None, help="j (default 10).")
-@click.option("--jump-n-sample", "--resamplings", "jump_n_sample", type=click.IntRange(min=1), default=None,
-              help="r (default 10).")
-@click.option("--start-resampling", type=click.IntRange(min=0), default=None)
-@click.option("--eta", type=click.FloatRange(min=0), default=None)
+@click.command(epilog="\b\nExamples:\n  repaint validate --paper                       (the paper's setting: 2,410 calls)\n"
+                    "  repaint validate --fast --problem hard8\n"
+                    "  repaint validate --sampler smc --steps 25 --option particles=20 --problem hard12 --n 2000")
+@schedule_options
+@click.option("--problem", type=click.Choice(list(PROBLEMS)), default=None,
+              help="A problem of the ground-truth suite (docs/fidelity.md); default: the original easy mixture.")
 @click.option("--n", "count", type=click.IntRange(min=10), default=1000, show_default=True,
               help="Fills drawn (one seed each).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @handles_errors
-def validate(sampler: str, fast: bool, count: int, seed: int, **schedule) -> None:
+def validate(problem: str | None, count: int, seed: int, **opts) -> None:
     """Score a sampler against the exact answer on a Gaussian-mixture inpainting problem (docs/fidelity.md)."""
     from ..gmm import validate as run_validation
-    from ..settings import FAST, PAPER, with_overrides
+    from ..groundtruth import get_problem
+    from ..settings import PAPER
 
-    base = FAST if fast else PAPER
-    settings = with_overrides(base, sampler=sampler if sampler != "repaint" or not fast else None, **schedule)
-    result = run_validation(settings, n=count, seed=seed)
-    click.echo(f"{settings.sampler}: {result['calls']} network calls per image, {result['seconds']:.1f} s")
+    settings = settings_from(PAPER, opts)
+    result = run_validation(settings, n=count, seed=seed, problem=get_problem(problem) if problem else None)
+    click.echo(f"{settings.describe()}: {result['calls']} network calls per image, {result['seconds']:.1f} s")
     click.echo(f"  wrong-component share (TV of weights): {result['component_tv']:.4f}")
     click.echo(f"  error of the conditional mean:         {result['mean_error']:.4f}")
     click.echo(f"  sliced Wasserstein to exact samples:   {result['sliced_w2']:.4f}")

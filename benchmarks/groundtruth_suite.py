@@ -1,0 +1,165 @@
+"""Samplers against exact answers on a suite of Gaussian-mixture problems, with intervals (issue 13).
+
+Two phases, on disjoint seeds (:data:`repaint.groundtruth.SELECTION_SEED`, :data:`~repaint.groundtruth.REPORT_SEED`):
+
+    OMP_NUM_THREADS=1 python benchmarks/groundtruth_suite.py select   # grid on the selection problems and seeds
+    OMP_NUM_THREADS=1 python benchmarks/groundtruth_suite.py report   # fixed candidates, every problem, fresh seeds
+
+``select`` writes benchmarks/results/groundtruth_select.json; ``report`` reads nothing from it: its candidate list
+below is edited by hand after looking at the selection, and the edit is committed before ``report`` runs.
+``report`` writes benchmarks/results/groundtruth_report.json (metrics, 95 % bootstrap intervals, differences to the
+paper setting with their intervals, equivalence under the fixed margins, goal verdicts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from repaint.settings import FAST as FAST_PRESET
+from repaint.groundtruth import (
+    PROBLEMS,
+    REPORT_SEED,
+    SELECTION_PROBLEMS,
+    SELECTION_SEED,
+    compare,
+    describe,
+    get_problem,
+    run_sampler,
+    summarise,
+)
+from repaint.settings import SamplerSettings
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+PAPER = SamplerSettings(steps=250, jump_length=10, jump_n_sample=10)
+
+
+def smc(steps: int, particles: int, lookahead: float, variance: float = -2.0) -> SamplerSettings:
+    return SamplerSettings(steps=steps, jump_length=1, jump_n_sample=1, sampler="smc",
+                           options={"particles": particles, "lookahead": lookahead, "variance": variance})
+
+
+def selection_grid(stage: int) -> dict[str, SamplerSettings]:
+    """Stage 1: particles x steps x lookahead with the model's variance; stage 2 (added after stage 1 showed the
+    spread shrinking with the model's beta~ variance at 20-50 steps): the kernel variance v."""
+    if stage == 1:
+        grid = {f"smc T={t} K={500 // t} lookahead={lam}": smc(t, 500 // t, lam)
+                for t in (20, 25, 50) for lam in (0.0, 1.0, 2.0, 3.0, 5.0)}
+        grid["smc T=25 K=10 lookahead=2.0"] = smc(25, 10, 2.0)
+        return grid
+    grid = {f"smc T=25 K=20 lookahead={lam} v={v}": smc(25, 20, lam, v) for lam in (1.0, 2.0) for v in (0.0, 0.3)}
+    grid["smc T=50 K=10 lookahead=2.0 v=0.0"] = smc(50, 10, 2.0, 0.0)
+    return grid
+
+
+# Fixed after the selection phase (see docs/fidelity.md); the report phase runs exactly these.
+CANDIDATES = {
+    "repaint T=250 j=10 r=10 (paper)": PAPER,
+    "repaint T=250 r=1 (no resampling)": SamplerSettings(steps=250, jump_length=1, jump_n_sample=1),
+    "FAST_PRESET T=50 j=5 r=10 start=20": FAST_PRESET,
+    "smc T=25 K=20 lookahead=2 v=0.3 (defaults)": smc(25, 20, 2.0, 0.3),
+    "smc T=25 K=10 lookahead=2 v=0.3": smc(25, 10, 2.0, 0.3),
+    "lanpaint T=50 N=4 h=0.5 lamb=1 (defaults)": SamplerSettings(steps=50, sampler="lanpaint"),
+    "ddnm T=25 j=5 r=10 eta=1": SamplerSettings(steps=25, jump_length=5, jump_n_sample=10, sampler="ddnm"),
+    "copaint T=50 G=2 lr=1 coef=1 (defaults)": SamplerSettings(steps=50, sampler="copaint"),
+}
+
+
+def _run(settings: SamplerSettings, name: str, n: int, seed: int) -> dict:
+    settings = SamplerSettings(**{**settings.to_dict(), "clip_denoised": False})
+    problem = get_problem(name)
+    run = run_sampler(settings, problem, n, seed)
+    summary = summarise(run.fills, problem.conditional, seed)
+    summary.update(calls=run.calls, seconds=run.seconds, settings=settings.to_dict())
+    return summary
+
+
+def _public(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if not k.startswith("_")}
+
+
+def _line(label: str, s: dict) -> str:
+    m, ci = s["metrics"], s["intervals"]
+    return (f"{label:40s} calls={s['calls']:5d} excluded={m['excluded']:.3f} [{ci['excluded'][0]:.3f}, "
+            f"{ci['excluded'][1]:.3f}] tv={m['component_tv']:.3f} spread={m['spread_ratio']:.3f} "
+            f"[{ci['spread_ratio'][0]:.3f}, {ci['spread_ratio'][1]:.3f}] mean_err={m['mean_error']:.3f} "
+            f"sw2={m['sliced_w2']:.3f} goal={s['meets_goal']} ({s['seconds']:.0f}s)")
+
+
+def select(n: int, stage: int) -> dict:
+    out = {"phase": "select", "stage": stage, "n": n, "seed": SELECTION_SEED, "problems": {}}
+    for name in SELECTION_PROBLEMS:
+        rows = {}
+        for label, settings in selection_grid(stage).items():
+            rows[label] = _public(_run(settings, name, n, SELECTION_SEED))
+            print(name, _line(label, rows[label]), flush=True)
+        out["problems"][name] = {"problem": describe(get_problem(name)), "results": rows}
+    return out
+
+
+def report(n_easy: int, n_hard: int, problems) -> dict:
+    out = {"phase": "report", "seed": REPORT_SEED, "n_easy": n_easy, "n_hard": n_hard, "problems": {}}
+    for name in problems:
+        n = n_easy if name in ("easy", "mixed") else n_hard
+        runs = {label: _run(settings, name, n, REPORT_SEED) for label, settings in CANDIDATES.items()}
+        reference = runs["repaint T=250 j=10 r=10 (paper)"]
+        rows = {}
+        for label, s in runs.items():
+            rows[label] = {**_public(s), "vs_paper": compare(s, reference)}
+            print(name, _line(label, s), "equivalent:", rows[label]["vs_paper"]["equivalent"], "non-inferior:",
+                  rows[label]["vs_paper"]["noninferior"], flush=True)
+        out["problems"][name] = {"problem": describe(get_problem(name)), "n": n, "results": rows}
+    return out
+
+
+def tables() -> str:
+    """Markdown tables of every groundtruth_report_<problem>.json present (for docs/fidelity.md)."""
+    lines = []
+    for name in PROBLEMS:
+        path = RESULTS / f"groundtruth_report_{name}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())["problems"][name]
+        p = data["problem"]
+        lines += [(f"**{name}** ({p['shape'][1]}x{p['shape'][2]}, {p['components']} components, {p['known_pixels']} known "
+                  f"pixels, {p['excluded_components']} excluded; n = {data['n']} per setting)"), "",
+                  ("| setting | calls | excluded [95 % CI] | TV | spread ratio [95 % CI] | mean err | TV - paper "
+                  "[95 % CI] | equiv. | non-inf. | goal |"), "|---|---:|---:|---:|---:|---:|---:|:-:|:-:|:-:|"]
+        for label, r in data["results"].items():
+            m, ci, vs = r["metrics"], r["intervals"], r["vs_paper"]
+            tv = vs["component_tv"]
+            lines.append(
+                f"| {label} | {r['calls']} | {m['excluded']:.3f} [{ci['excluded'][0]:.3f}, {ci['excluded'][1]:.3f}] | "
+                f"{m['component_tv']:.3f} | {m['spread_ratio']:.2f} [{ci['spread_ratio'][0]:.2f}, "
+                f"{ci['spread_ratio'][1]:.2f}] | {m['mean_error']:.2f} | {tv['difference']:+.3f} [{tv['ci'][0]:+.3f}, "
+                f"{tv['ci'][1]:+.3f}] | {'yes' if vs['equivalent'] else 'no'} | "
+                f"{'yes' if vs['noninferior'] else 'no'} | {'yes' if r['meets_goal'] else 'no'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("phase", choices=("select", "report", "tables"))
+    parser.add_argument("--stage", type=int, default=1, choices=(1, 2), help="selection grid (see selection_grid)")
+    parser.add_argument("--n", type=int, default=500, help="fills per setting in the selection phase")
+    parser.add_argument("--n-easy", type=int, default=5000, help="fills per setting, easy/mixed, report phase")
+    parser.add_argument("--problem", choices=tuple(PROBLEMS), default=None, help="report one problem only")
+    parser.add_argument("--n-hard", type=int, default=2000, help="fills per setting, hard problems, report phase")
+    args = parser.parse_args(argv)
+    if args.phase == "tables":
+        print(tables())
+        return 0
+    problems = [args.problem] if args.problem else list(PROBLEMS)
+    result = select(args.n, args.stage) if args.phase == "select" else report(args.n_easy, args.n_hard, problems)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"groundtruth_select{args.stage}" if args.phase == "select" else \
+        "groundtruth_report" + (f"_{args.problem}" if args.problem else "")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
