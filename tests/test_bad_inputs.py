@@ -53,6 +53,10 @@ class Case:
 CASES = [
     # repaint inpaint (the bundled 64x64 model unless --model says otherwise)
     Case("image file missing", "inpaint {w}/missing.png {mask} --out {out}", "image file not found"),
+    Case("--seed beyond 2**63 (refused before loading)", "inpaint {face} {mask} --out {out} --seed 99999999999999999999",
+         "out of range"),
+    Case("output folder cannot be created (before sampling)", "inpaint {face} {mask} --out {face}/results",
+         "cannot write to the output folder"),
     Case("image is a folder", "inpaint {w}/images {mask} --out {out}", "got a folder"),
     Case("image file corrupt", "inpaint {w}/corrupt.png {mask} --out {out}", "cannot read image"),
     Case("image over Pillow's pixel limit", "inpaint {w}/bomb.png {mask} --out {out}", "safety limit"),
@@ -96,6 +100,8 @@ CASES = [
          "--jump-length 1 --jump-n-sample 1", "NaN"),
     # repaint eval / ablate (a tiny 32x32 model)
     Case("image folder missing", "eval {w}/nowhere --model {tiny} --out {out}", "'IMAGES'"),
+    Case("eval: output folder cannot be created", "eval {w}/images --model {tiny} --out {face}/eval",
+         "cannot write to the output folder"),
     Case("no images in the folder", "eval {w}/empty --model {tiny} --out {out}", "no image files"),
     Case("two images with one name", "eval {w}/dup --model {tiny} --out {out}", "two images named"),
     Case("unknown mask setting", "eval {w}/images --model {tiny} --masks hexagon --out {out}", "neither a mask kind"),

@@ -277,3 +277,22 @@ def test_ctrl_c_exits_130_and_writes_nothing(tmp_path):
     assert proc.returncode == 130, err
     assert "repaint: interrupted" in err and "Traceback" not in err
     assert not any(p.is_file() for p in out.rglob("*"))
+
+
+def test_png_and_jpg_of_one_name_do_not_overwrite_each_other(files, tmp_path):
+    jpg = tmp_path / "face.jpg"
+    Image.open(files["image"]).save(jpg, quality=95)
+    out = tmp_path / "out"
+    assert inpaint(files, out).exit_code == 0
+    assert inpaint(files, out, image=jpg).exit_code == 0
+    assert {p.name for p in (out / "gt").iterdir()} == {"face.png", "face_jpg.png"}
+    assert (pixels(out / "gt/face.png") == pixels(files["image"])).all()       # not overwritten by the JPEG's pixels
+
+
+def test_every_example_in_the_help_is_a_complete_command():
+    for command in ("inpaint", "eval", "ablate", "train", "export", "serve", "masks", "validate"):
+        text = run(command, "--help").output
+        examples = [line.strip() for line in text.split("Examples:")[-1].splitlines() if "repaint " in line]
+        assert examples, command
+        if command in ("eval", "ablate", "train", "masks"):                       # --out is required there
+            assert all("--out" in line for line in examples if f" {command} " in f" {line} "), (command, examples)

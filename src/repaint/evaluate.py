@@ -44,7 +44,7 @@ import torch
 
 from .api import FIT_STRATEGIES, InpaintRequest, inpaint_stream, write_result
 from .io import ImageError, OutputDirs, load_image, read_rgb
-from .files import IMAGE_SUFFIXES, atomic_write, is_image_file, remove_temporaries
+from .files import IMAGE_SUFFIXES, atomic_write, ensure_writable, is_image_file, remove_temporaries
 from .masks import MASK_KINDS, MaskError, load_mask_folder, make_mask, read_keep_mask
 from .pipeline import Inpainter
 from .settings import SamplerSettings
@@ -540,6 +540,7 @@ def evaluate(
     out_dir = Path(out_dir)
     _check_args(metrics, n_samples, batch_size, fit, paper)
     where = shard(device)
+    ensure_writable([out_dir])          # before the model loads: an unwritable folder is found in a second
 
     inpainter, ident = load_model(model, where.device, classifier, unet_config)
     size = inpainter.image_size

@@ -89,7 +89,16 @@ def evaluate_command(images: Path, out_dir: Path, model: str, published: str | N
     click.echo(f"report: {out_dir / 'report.md'}" + ("" if report.complete else " (incomplete)"))
 
 
-@click.group()
+ABLATE_EXAMPLES = """
+\b
+Examples:
+  repaint ablate resampling-vs-slowdown test100/ --model celeba256 --masks wide --out eval/table2
+  repaint ablate jump-grid test100/ --model celeba256 --jump-lengths 5 --jump-lengths 10 --out eval/table3
+  repaint ablate sdedit test100/ --model celeba256 --repeats 1 --repeats 5 --metrics psnr --out eval/table4
+"""
+
+
+@click.group(epilog=ABLATE_EXAMPLES)
 def ablate() -> None:
     """The paper's ablations (Tables 2-4), each one table under --out."""
 
