@@ -342,20 +342,18 @@ def fidelity_metrics(fills: torch.Tensor, conditional: ConditionalMixture, seed:
     }
 
 
-def validate(settings, n: int = 1000, seed: int = 0, problem: InpaintingProblem | None = None,
-             learn_sigma: bool = True, noise_schedule: str = "linear", steps: int = 1000) -> dict:
-    """Run the sampler of ``settings`` (a :class:`repaint.pipeline.SamplerSettings`) with the exact denoiser on
-    ``problem`` (default :func:`disharmony_problem`) for n images (seeds ``seed .. seed + n - 1``); returns
-    :func:`fidelity_metrics` plus ``calls`` (network evaluations per image, counted) and ``seconds``."""
+def sample_problem(settings, problem: InpaintingProblem, n: int, seed: int, *, learn_sigma: bool = True,
+                   noise_schedule: str = "linear", steps: int = 1000) -> tuple[torch.Tensor, int, float]:
+    """Inpaint ``problem`` n times (seeds ``seed .. seed + n - 1``) with the sampler of ``settings`` over the exact
+    denoiser; returns (fills, network evaluations per image, seconds). A particle sampler evaluates several times per
+    image and network call, so evaluations are counted per image, not per call."""
     import time
 
     from .diffusion import DiffusionConfig
     from .samplers import get_sampler
     from .sampler import make_generators
 
-    problem = problem or disharmony_problem()
-    config = DiffusionConfig(steps, noise_schedule, settings.respacing(), learn_sigma)
-    diffusion = Diffusion(config)
+    diffusion = Diffusion(DiffusionConfig(steps, noise_schedule, settings.respacing(), learn_sigma))
     exact = problem.mixture.denoiser(diffusion)
     evaluations = 0
 
@@ -370,6 +368,15 @@ def validate(settings, n: int = 1000, seed: int = 0, problem: InpaintingProblem 
     fills = get_sampler(settings.sampler)(
         model, diffusion, gt, mask, settings=settings, generators=make_generators(range(seed, seed + n))
     )
-    seconds = time.perf_counter() - start
-    calls = evaluations // n  # network evaluations per image (a particle sampler evaluates several per image)
+    return fills, evaluations // n, time.perf_counter() - start
+
+
+def validate(settings, n: int = 1000, seed: int = 0, problem: InpaintingProblem | None = None,
+             learn_sigma: bool = True, noise_schedule: str = "linear", steps: int = 1000) -> dict:
+    """Run the sampler of ``settings`` (a :class:`repaint.settings.SamplerSettings`) with the exact denoiser on
+    ``problem`` (default :func:`disharmony_problem`) for n images (seeds ``seed .. seed + n - 1``); returns
+    :func:`fidelity_metrics` plus ``calls`` (network evaluations per image, counted) and ``seconds``."""
+    problem = problem or disharmony_problem()
+    fills, calls, seconds = sample_problem(settings, problem, n, seed, learn_sigma=learn_sigma,
+                                           noise_schedule=noise_schedule, steps=steps)
     return {**fidelity_metrics(fills, problem.conditional, seed), "calls": calls, "seconds": seconds}

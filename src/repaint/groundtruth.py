@@ -29,6 +29,7 @@ from .gmm import (
     InpaintingProblem,
     disharmony_problem,
     mean_pattern,
+    sample_problem,
     sliced_wasserstein,
 )
 
@@ -242,27 +243,7 @@ class Run:
 def run_sampler(settings, problem: InpaintingProblem, n: int, seed: int) -> Run:
     """Inpaint ``problem`` n times (seeds ``seed .. seed + n - 1``) with the exact denoiser (linear schedule, 1000
     steps, learned-sigma output v = -1); counts network evaluations per image."""
-    import time
-
-    from .diffusion import Diffusion, DiffusionConfig
-    from .samplers import get_sampler
-    from .sampler import make_generators
-
-    diffusion = Diffusion(DiffusionConfig(1000, "linear", settings.respacing(), True))
-    exact = problem.mixture.denoiser(diffusion)
-    evaluations = 0
-
-    def model(x, model_t):
-        nonlocal evaluations
-        evaluations += len(x)
-        return exact(x, model_t)
-
-    gt = problem.known_image.expand(n, *problem.mixture.shape)
-    mask = problem.mask.expand(n, 1, *problem.mixture.shape[1:])
-    start = time.perf_counter()
-    fills = get_sampler(settings.sampler)(model, diffusion, gt, mask, settings=settings,
-                                          generators=make_generators(range(seed, seed + n)))
-    return Run(fills, evaluations // n, time.perf_counter() - start)
+    return Run(*sample_problem(settings, problem, n, seed))
 
 
 def describe(problem: InpaintingProblem) -> dict:
