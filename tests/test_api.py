@@ -10,7 +10,7 @@ from PIL import Image
 from evaluation_helpers import SIZE, image_folder, tiny_model
 from repaint import api
 from repaint import evaluate as ev
-from repaint.io import ImageError
+from repaint.io import ImageError, OutputDirs
 from repaint.masks import MaskError
 from repaint.pipeline import Inpainter
 from repaint.settings import SamplerSettings
@@ -156,6 +156,11 @@ def test_write_result_is_full_size_and_complete(inpainter, tmp_path):
         "gt/p.png", "gt_keep_mask/p.png", "gt_masked/p.png", "inpainted/p_s3.png"]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "inpainted/p_s3.png")), result.samples[3])
     assert np.array_equal(np.asarray(Image.open(tmp_path / "gt/p.png")), image)
+    masked = np.asarray(Image.open(tmp_path / "gt_masked/p.png"))
+    assert (masked[~keep] == 0).all() and np.array_equal(masked[keep], image[keep])
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "gt_keep_mask/p.png")) == 255, keep)
+    elsewhere = api.write_result(result, OutputDirs.under(tmp_path / "b", {"gt": tmp_path / "inputs"}), "p")
+    assert tmp_path / "inputs" / "p.png" in elsewhere               # a reference config's own folder names
 
 
 def _eval_peak(tmp_path, inpainter, n):

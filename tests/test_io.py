@@ -8,8 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repaint.io import (FIT_MODES, ImageError, OutputDirs, OutputWriter, fit_to_size, load_image, masked_input,
-                        save_image)
+from repaint.io import ImageError, load_image, save_image
 
 
 @pytest.fixture
@@ -61,32 +60,6 @@ def test_16_bit_images_are_refused(tmp_path):
         load_image(tmp_path / "deep.png")
 
 
-def test_fit_error_mode_names_the_options():
-    with pytest.raises(ImageError, match="--resize.*--crop"):
-        fit_to_size(torch.zeros(3, 20, 30), 16)
-    same = torch.zeros(3, 16, 16)
-    assert fit_to_size(same, 16) is same
-
-
-def test_fit_modes_reach_the_size_and_keep_masks_binary():
-    img, mask = torch.rand(3, 20, 30) * 2 - 1, (torch.rand(1, 20, 30) > 0.5).float()
-    for mode in FIT_MODES[1:]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            assert fit_to_size(img, 16, mode).shape == (3, 16, 16)
-            out = fit_to_size(mask, (16, 16), mode, mask=True)
-        assert out.shape == (1, 16, 16) and set(out.unique().tolist()) <= {0.0, 1.0}
-
-
-def test_center_crop_is_the_centre_and_resize_warns_about_aspect():
-    img = torch.arange(20 * 30, dtype=torch.float32).reshape(1, 20, 30)
-    assert torch.equal(fit_to_size(img, 16, "center-crop"), img[:, 2:18, 7:23])
-    with pytest.raises(ImageError, match="smaller"):
-        fit_to_size(torch.zeros(3, 8, 8), 16, "center-crop")
-    with pytest.warns(UserWarning, match="aspect"):
-        fit_to_size(torch.zeros(3, 20, 30), 16, "resize")
-
-
 def test_save_image_is_atomic_and_refuses_nan(tmp_path):
     bad = torch.zeros(3, 4, 4)
     bad[0, 0, 0] = float("nan")
@@ -95,29 +68,6 @@ def test_save_image_is_atomic_and_refuses_nan(tmp_path):
     assert os.listdir(tmp_path) == []
     save_image(torch.zeros(3, 4, 4), tmp_path / "sub/x.png")
     assert os.listdir(tmp_path / "sub") == ["x.png"]
-
-
-def test_output_writer_layout_and_content(tmp_path):
-    image = torch.rand(3, 8, 8) * 2 - 1
-    mask = torch.ones(1, 8, 8)
-    mask[:, :, 4:] = 0
-    writer = OutputWriter(OutputDirs.under(tmp_path, {"gt": tmp_path / "elsewhere"}))
-    writer.write("face", image, mask, {3: image, 4: -image})
-    found = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
-    assert found == ["elsewhere/face.png", "gt_keep_mask/face.png", "gt_masked/face.png",
-                     "inpainted/face_s3.png", "inpainted/face_s4.png"]
-    masked = np.asarray(Image.open(tmp_path / "gt_masked/face.png"))
-    assert (masked[:, 4:] == 0).all()
-    keep = np.asarray(Image.open(tmp_path / "gt_keep_mask/face.png"))
-    assert keep.ndim == 2 and (keep[:, :4] == 255).all() and (keep[:, 4:] == 0).all()
-    assert torch.equal(masked_input(image, mask)[:, :, 4:], -torch.ones(3, 8, 4))
-
-
-def test_output_writer_writes_nothing_for_a_bad_sample(tmp_path):
-    bad = torch.full((3, 4, 4), float("nan"))
-    with pytest.raises(ValueError):
-        OutputWriter(OutputDirs.under(tmp_path)).write("x", torch.zeros(3, 4, 4), torch.ones(1, 4, 4), {0: bad})
-    assert not any(tmp_path.rglob("*.png"))
 
 
 def huge_png(path, width=14000, height=14000):
@@ -136,7 +86,6 @@ def huge_png(path, width=14000, height=14000):
 
 @pytest.mark.parametrize("side", [10000, 14000])  # over Pillow's limit (a warning there), over twice it (an error)
 def test_decompression_bombs_are_one_line_image_errors(tmp_path, side):
-    import warnings
 
     from repaint.masks import MaskError, load_mask
 

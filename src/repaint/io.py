@@ -1,4 +1,4 @@
-"""Images in and out: file -> [-1, 1] tensors, fitting to the model's size, and the output folder.
+"""Images in and out: files -> uint8 arrays or [-1, 1] tensors, and the output folder's layout.
 
 Conventions:
     an image is a float32 tensor [3, H, W] with values in [-1, 1] (8-bit value v maps to v / 127.5 - 1);
@@ -12,10 +12,10 @@ The output folder uses the reference RePaint's sub-folder names (``data.eval.*.p
     inpainted/NAME_sSEED.png   one file per sample; SEED is the seed the sample was drawn with
     gt_masked/NAME.png         the input with the pixels to fill set to black (value -1), as the reference writes it
     gt_keep_mask/NAME.png      the mask, white = keep, black = fill
-    gt/NAME.png                the input as the model saw it (after resizing or cropping)
+    gt/NAME.png                the input
 
-Every file is written atomically (:mod:`repaint.files`), and :class:`OutputWriter` writes an image's files as one
-group once all of its samples exist, so a failure leaves no half-written result.
+:func:`repaint.api.write_result` writes them, at the photo's own size, all of an image's files or none
+(:mod:`repaint.files`). How photos of another size meet the model is :mod:`repaint.api`'s fit strategies.
 """
 
 from __future__ import annotations
@@ -28,26 +28,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from .files import png_writer, write_group
+from .files import atomic_write, png_writer
 
 __all__ = [
     "ImageError",
-    "FIT_MODES",
     "read_rgb",
     "load_image",
-    "write_png_group",
-    "fit_to_size",
     "to_uint8",
     "save_image",
     "OutputDirs",
-    "OutputWriter",
-    "masked_input",
 ]
 
-FIT_MODES = ("error", "resize", "center-crop", "resize-crop")
 SUBFOLDERS = {"inpainted": "inpainted", "gt_masked": "gt_masked", "gt_keep_mask": "gt_keep_mask", "gt": "gt"}
 _HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -128,75 +121,6 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Fitting to the model's size.
-# ---------------------------------------------------------------------------------------------------------------
-
-def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def _resize(x: torch.Tensor, hw: tuple[int, int], nearest: bool) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == hw:
-        return x
-    if nearest:
-        return F.interpolate(x[None], size=hw, mode="nearest-exact")[0]
-    out = F.interpolate(x[None], size=hw, mode="bicubic", antialias=True, align_corners=False)[0]
-    return out.clamp(-1, 1)
-
-
-def _center_crop(x: torch.Tensor, hw: tuple[int, int], what: str) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    if h < hw[0] or w < hw[1]:
-        raise ImageError(f"{what} is {w}x{h}, smaller than the {hw[1]}x{hw[0]} crop; use --resize (with --crop "
-                         "to keep the aspect ratio)")
-    top, left = (h - hw[0]) // 2, (w - hw[1]) // 2
-    return x[..., top:top + hw[0], left:left + hw[1]]
-
-
-def fit_to_size(
-    img: torch.Tensor,
-    size: int | tuple[int, int],
-    mode: str = "error",
-    *,
-    mask: bool = False,
-    what: str = "image",
-) -> torch.Tensor:
-    """Bring ``img`` ([C, H, W]) to ``size`` (int or (H, W)) without silent distortion.
-
-    Modes:
-        "error"        the size must already match; otherwise a one-line :class:`ImageError` names the options.
-        "resize"       scale to ``size``; the aspect ratio may change (only ever done when asked for).
-        "center-crop"  cut the centre ``size`` region out; no scaling.
-        "resize-crop"  scale so the shorter side fits, then cut the centre (keeps the aspect ratio).
-
-    Images are scaled bicubically with antialiasing; masks (``mask=True``) with nearest neighbour so they stay binary.
-    """
-    if mode not in FIT_MODES:
-        raise ValueError(f"fit mode must be one of {', '.join(FIT_MODES)}, got {mode!r}")
-    squeeze = img.dim() == 2
-    x = img[None] if squeeze else img
-    hw = _hw(size)
-    h, w = x.shape[-2:]
-    if (h, w) == hw:
-        return img
-    if mode == "error":
-        raise ImageError(f"{what} is {w}x{h} but the model works at {hw[1]}x{hw[0]}; pass --resize to scale it, "
-                         "--crop to cut out the centre, or both to scale and then crop (keeps the aspect ratio)")
-    if mode == "resize":
-        if abs(w / h - hw[1] / hw[0]) > 0.01:
-            warnings.warn(f"{what} is {w}x{h}: resizing to {hw[1]}x{hw[0]} changes its aspect ratio; add --crop "
-                          "to scale and crop instead", stacklevel=2)
-        x = _resize(x, hw, mask)
-    elif mode == "center-crop":
-        x = _center_crop(x, hw, what)
-    else:
-        scale = max(hw[0] / h, hw[1] / w)
-        scaled = (max(hw[0], round(h * scale)), max(hw[1], round(w * scale)))
-        x = _center_crop(_resize(x, scaled, mask), hw, what)
-    return x[0] if squeeze else x.contiguous()
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Writing.
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -215,17 +139,7 @@ def save_image(img: torch.Tensor, path: str | os.PathLike) -> Path:
     path = Path(path)
     if not torch.isfinite(img).all():
         raise ValueError(f"refusing to write {path}: the image holds NaN or infinite values")
-    return write_png_group({path: to_uint8(img)})[0]
-
-
-def write_png_group(images: Mapping[Path, np.ndarray]) -> list[Path]:
-    """Write uint8 images ([H, W, 3] or [H, W]) as PNG files, all or none (see :func:`repaint.files.write_group`)."""
-    return write_group({Path(path): png_writer(pixels) for path, pixels in images.items()})
-
-
-def masked_input(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The input as the reference's ``gt_masked``: known pixels kept, pixels to fill black (-1)."""
-    return image * mask - (1 - mask)
+    return atomic_write(path, png_writer(to_uint8(img)))
 
 
 @dataclass(frozen=True)
@@ -243,25 +157,3 @@ class OutputDirs:
         dirs = {key: root / name for key, name in SUBFOLDERS.items()}
         dirs.update({key: Path(value) for key, value in (overrides or {}).items()})
         return cls(**dirs)
-
-
-class OutputWriter:
-    """Writes an image's results once all of them exist: inpainted samples, masked input, mask and input."""
-
-    def __init__(self, dirs: OutputDirs):
-        self.dirs = dirs
-        self.written: list[Path] = []
-
-    def write(self, name: str, image: torch.Tensor, mask: torch.Tensor, samples: Mapping[int, torch.Tensor]) -> list[Path]:
-        """``image`` [3, H, W], ``mask`` [1, H, W] (1 = keep), ``samples`` {seed: [3, H, W]}; returns the paths."""
-        for seed, sample in samples.items():
-            if not torch.isfinite(sample).all():
-                raise ValueError(f"sample {name} (seed {seed}) holds NaN or infinite values; nothing written")
-        mask = mask.to(image)
-        files = {self.dirs.inpainted / f"{name}_s{seed}.png": to_uint8(sample) for seed, sample in samples.items()}
-        files[self.dirs.gt_masked / f"{name}.png"] = to_uint8(masked_input(image, mask))
-        files[self.dirs.gt_keep_mask / f"{name}.png"] = to_uint8(mask * 2 - 1)
-        files[self.dirs.gt / f"{name}.png"] = to_uint8(image)
-        paths = write_png_group(files)
-        self.written += paths
-        return paths
