@@ -69,7 +69,7 @@ def region_scores(gt: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--data", default="/work/shared/data/utkface64/test.tar")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/data/utkface64/test.tar"))
     parser.add_argument("--faces", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50, help="respaced steps T")
     parser.add_argument("--jump-length", type=int, default=5)

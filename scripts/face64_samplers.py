@@ -21,7 +21,8 @@ import torch
 
 from repaint.masks import MASK_KINDS, make_mask
 from repaint.metrics import psnr, ssim
-from repaint.pipeline import Inpainter, SamplerSettings
+from repaint.pipeline import Inpainter
+from repaint.settings import SamplerSettings
 from repaint.training import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def _t_interval(diff: torch.Tensor) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--data", default="/work/shared/data/utkface64/test.tar")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/data/utkface64/test.tar"))
     parser.add_argument("--faces", type=int, default=16)
     parser.add_argument("--kinds", nargs="+", default=list(MASK_KINDS), choices=list(MASK_KINDS))
     parser.add_argument("--out", default=str(ROOT / "docs/face64/samplers"))
