@@ -1,9 +1,10 @@
 """A full-size photo through the bundled model on the CPU: what the application layer adds to the network calls.
 
-A synthetic 4000x3000 (12-megapixel) photo with one hole of a few percent goes through the same calls as
-``repaint inpaint photo.png mask.png``: read, plan, inpaint (one window), write the four full-size PNGs. The time
-outside the network calls (reading, fitting, the sampler's own arithmetic, pasting, writing) should stay under 2 s;
-the network time is measured by hooks around every UNet call. Peak memory is the process's maximum resident set. Results go to benchmarks/results/photo_cpu.json.
+A synthetic 4000x3000 (12-megapixel) photo with one hole of a few percent goes through the same calls as ``repaint
+inpaint photo.png mask.png``: read, plan, inpaint (one window), write the four full-size PNGs. Loading, fitting,
+pasting and writing should take at most 2 s; the sampler's own per-step arithmetic is reported apart, and the network
+time is measured by hooks around every UNet call. Peak memory is the process's maximum resident set. Results go to
+benchmarks/results/photo_cpu.json.
 
     python benchmarks/photo.py                 # the bundled model's default schedule (230 calls)
     python benchmarks/photo.py --steps 20      # a shorter run, same overhead

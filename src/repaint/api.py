@@ -7,8 +7,9 @@ so the rules below hold everywhere:
 
   - ``"crop"``: each connected hole region gets a square context window around its bounding box with a margin
     (half the box's longer side, at least ``s / 4``, less where the photo's short side is smaller), never smaller
-    than ``s`` (small holes are inpainted at the model's own resolution), shifted inward to stay inside the photo. Regions whose windows overlap are merged and
-    get one window. A window larger than ``s`` is downscaled to ``s``, inpainted, and scaled back up.
+    than ``s`` (small holes are inpainted at the model's own resolution), shifted inward to stay inside the photo.
+    Regions whose windows overlap are merged and get one window. A window larger than ``s`` is downscaled to ``s``,
+    inpainted, and scaled back up.
   - ``"resize"``: the whole photo is scaled to ``s`` x ``s`` and the result back to the photo's size.
   - ``"none"``: the photo must already be ``s`` x ``s``.
   - ``"auto"``: ``none`` at the model's size, ``crop`` when both sides are at least ``s``, ``resize`` otherwise.

@@ -11,7 +11,9 @@ import click
 import torch
 
 from ..accel import PRECISIONS, Accel
-from ..api import FIT_STRATEGIES, InpaintRequest, inpaint_stream, plan, planned_calls, read_image, read_mask, write_result
+from ..api import (
+    FIT_STRATEGIES, InpaintRequest, inpaint_stream, plan, planned_calls, read_image, read_mask, write_result,
+)
 from ..files import ensure_writable
 from ..io import OutputDirs, save_image
 from ..sampler import INJECTION_MODES

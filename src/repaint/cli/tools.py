@@ -27,7 +27,8 @@ def _jump_options(command):
     return command
 
 
-@click.command(epilog="\b\nExample:\n  repaint schedule --t-T 250 --jump-length 10 --jump-n-sample 10 --plot schedule.png")
+@click.command(epilog="\b\nExample:\n"
+                      "  repaint schedule --t-T 250 --jump-length 10 --jump-n-sample 10 --plot schedule.png")
 @_jump_options
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of t over the transition index (needs matplotlib).")
@@ -109,7 +110,7 @@ def masks(kind: str, count: int, size: int, seed: int, side: str | None, out_dir
 # repaint validate
 # ---------------------------------------------------------------------------------------------------------------
 
-@click.command(epilog="\b\nExamples:\n  repaint validate --paper                       (the paper's setting: 2,410 calls)\n"
+@click.command(epilog="\b\nExamples:\n  repaint validate --paper                    (the paper's setting: 2,410 calls)\n"
                     "  repaint validate --fast --problem hard8\n"
                     "  repaint validate --sampler smc --steps 25 --option particles=20 --problem hard12 --n 2000")
 @schedule_options
