@@ -110,7 +110,8 @@ def masks(kind: str, count: int, size: int, seed: int, side: str | None, out_dir
 # repaint validate
 # ---------------------------------------------------------------------------------------------------------------
 
-@click.command(epilog="\b\nExamples:\n  repaint validate --paper                    (the paper's setting: 2,410 calls)\n"
+@click.command(epilog="\b\nExamples:\n"
+                    "  repaint validate --paper                    (the paper's setting: 2,410 calls)\n"
                     "  repaint validate --fast --problem hard8\n"
                     "  repaint validate --sampler smc --steps 25 --option particles=20 --problem hard12 --n 2000")
 @schedule_options
