@@ -1,17 +1,13 @@
 """The CoPaint-style sampler: options, call counts, gradients under no_grad, and harmonisation on an exact answer."""
 
 import pytest
-import torch
+from sampler_helpers import MIX, assert_known_exact_and_seeded_per_image, run_on_mixture
 
 from repaint.copaint import network_calls
 from repaint.diffusion import Diffusion, DiffusionConfig
-from repaint.gmm import disharmony_problem, image_mixture
+from repaint.gmm import disharmony_problem
 from repaint.groundtruth import run_sampler, score
-from repaint.samplers import get_sampler
 from repaint.settings import SamplerSettings
-from repaint.sampler import make_generators
-
-MIX = image_mixture(4)
 
 
 def _settings(**options):
@@ -19,24 +15,11 @@ def _settings(**options):
 
 
 def _run(seeds, settings=None, callback=None, model=None):
-    settings = settings or _settings()
-    diffusion = Diffusion(DiffusionConfig(timestep_respacing=settings.respacing()))
-    gt = MIX.sample(3, torch.Generator().manual_seed(0))[3 - len(seeds):]
-    mask = torch.zeros(len(seeds), 1, 4, 4)
-    mask[:, :, :, :2] = 1
-    model = model or MIX.denoiser(diffusion)
-    with torch.no_grad():                                     # as the pipeline calls it
-        out = get_sampler("copaint")(model, diffusion, gt, mask, settings=settings,
-                                     generators=make_generators(seeds), callback=callback)
-    return out, gt, mask
+    return run_on_mixture(settings or _settings(), seeds, callback, model)
 
 
 def test_known_region_is_exact_and_seeds_reproduce_per_image():
-    out, gt, mask = _run([1, 2, 3])
-    assert torch.equal(out * mask, gt * mask)
-    assert torch.equal(out, _run([1, 2, 3])[0])
-    torch.testing.assert_close(_run([3])[0][0], out[2], rtol=1e-5, atol=1e-5)
-    assert not torch.equal(_run([4, 2, 3])[0][0], out[0])
+    assert_known_exact_and_seeded_per_image(_run)
 
 
 def test_forward_calls_are_counted_and_gradients_flow_under_no_grad():
