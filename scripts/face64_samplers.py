@@ -7,6 +7,10 @@ row per sampler).
 
     python scripts/face64_samplers.py --faces 16                      # all six settings
     python scripts/face64_samplers.py --faces 4 --kinds narrow half   # a reduced run
+    python scripts/face64_samplers.py --confirm --faces 32            # the confirmation run (docs/fidelity.md)
+
+``--confirm`` runs the pre-registered confirmation instead: the bundled default (RePaint, fast preset, 230 calls)
+against ``lanpaint`` at 46 steps (230 calls), on test faces and mask seeds disjoint from the first run's.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import torch
 from repaint.masks import MASK_KINDS, make_mask
 from repaint.metrics import psnr, ssim
 from repaint.pipeline import Inpainter
-from repaint.settings import SamplerSettings
+from repaint.settings import FAST, SamplerSettings
+from repaint.data import ImageDataset
 from repaint.training import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +40,12 @@ SAMPLERS = {
     "lanpaint T=50 (250)": SamplerSettings(steps=50, sampler="lanpaint"),
     "copaint T=50 G=2 (150 + 100 backward)": SamplerSettings(steps=50, sampler="copaint"),
 }
-REFERENCE = next(iter(SAMPLERS))
+# The confirmation run (docs/fidelity.md, "Confirmation"): exactly equal calls, against what users get today.
+CONFIRM = {
+    "repaint fast preset T=50 j=5 r=10 start=20 (230 calls)": FAST,
+    "lanpaint T=46 (230 calls)": SamplerSettings(steps=46, sampler="lanpaint"),
+}
+CONFIRM_MASK_SEED = 1000   # mask i of a setting is drawn with seed 1000 + i (the first run used seed i)
 
 
 def _t_interval(diff: torch.Tensor) -> list[float]:
@@ -48,28 +58,48 @@ def _t_interval(diff: torch.Tensor) -> list[float]:
     return [float(diff.mean()) - half, float(diff.mean()) + half]
 
 
+def confirmation_faces(path: str, count: int) -> tuple[torch.Tensor, list[str]]:
+    """``count`` test faces evenly spread, none of them among the first run's 16 (asserted)."""
+    from face64_evidence import test_faces
+
+    data = ImageDataset(path, flip=False)
+    stride = len(data) // count
+    indices = [i * stride + stride // 2 for i in range(count)]
+    first = set(test_faces(path, 16)[1])
+    names = [data.names[i] for i in indices]
+    assert not first & set(names), "confirmation faces overlap the first run's"
+    return torch.stack([data[i] for i in indices]), names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/utkface64/test.tar"))
     parser.add_argument("--faces", type=int, default=16)
     parser.add_argument("--kinds", nargs="+", default=list(MASK_KINDS), choices=list(MASK_KINDS))
-    parser.add_argument("--out", default=str(ROOT / "docs/face64/samplers"))
+    parser.add_argument("--out", default=None, help="default: docs/face64/samplers (docs/face64/confirm)")
+    parser.add_argument("--confirm", action="store_true", help="the pre-registered confirmation run")
     args = parser.parse_args()
     from face64_evidence import test_faces  # same faces as the existing evidence
 
-    out = Path(args.out)
+    samplers = CONFIRM if args.confirm else SAMPLERS
+    reference = next(iter(samplers))
+    out = Path(args.out or ROOT / "docs/face64" / ("confirm" if args.confirm else "samplers"))
     out.mkdir(parents=True, exist_ok=True)
     inpainter = Inpainter.load(args.model)
-    gt, names = test_faces(args.data, args.faces)
+    if args.confirm:
+        gt, names = confirmation_faces(args.data, args.faces)
+    else:
+        gt, names = test_faces(args.data, args.faces)
     seeds = list(range(args.faces))
-    report = {"model": args.model, "faces": names, "samplers": {k: v.to_dict() for k, v in SAMPLERS.items()},
-              "kinds": {}}
+    mask_seeds = [CONFIRM_MASK_SEED + i if args.confirm else i for i in seeds]
+    report = {"model": args.model, "faces": names, "mask_seeds": mask_seeds,
+              "samplers": {k: v.to_dict() for k, v in samplers.items()}, "kinds": {}}
     for kind in args.kinds:
-        masks = torch.stack([make_mask(kind, 64, seed=i) for i in seeds])[:, None]
+        masks = torch.stack([make_mask(kind, 64, seed=i) for i in mask_seeds])[:, None]
         hole = 1 - masks[:, 0]
         rows, scores = [gt, masks * gt], {}
-        for label, settings in SAMPLERS.items():
+        for label, settings in samplers.items():
             started = time.monotonic()
             filled = inpainter(gt, masks, seeds, settings).clamp(-1, 1)
             rows.append(filled)
@@ -80,9 +110,9 @@ def main() -> None:
         for label, s in scores.items():
             entry[label] = {"psnr": float(s["psnr"].mean()), "ssim": float(s["ssim"].mean()),
                             "seconds": round(s["seconds"], 1)}
-            if label != REFERENCE:
+            if label != reference:
                 for metric in ("psnr", "ssim"):
-                    diff = s[metric] - scores[REFERENCE][metric]
+                    diff = s[metric] - scores[reference][metric]
                     entry[label][f"{metric}_minus_repaint"] = float(diff.mean())
                     entry[label][f"{metric}_minus_repaint_ci95"] = _t_interval(diff)
         report["kinds"][kind] = entry
@@ -95,7 +125,7 @@ def main() -> None:
             d = (f"{e['psnr_minus_repaint']:+.2f} [{e['psnr_minus_repaint_ci95'][0]:+.2f}, "
                  f"{e['psnr_minus_repaint_ci95'][1]:+.2f}] | {e['ssim_minus_repaint']:+.3f} "
                  f"[{e['ssim_minus_repaint_ci95'][0]:+.3f}, {e['ssim_minus_repaint_ci95'][1]:+.3f}]"
-                 if label != REFERENCE else "reference | reference")
+                 if label != reference else "reference | reference")
             lines.append(f"| {kind} | {label} | {e['psnr']:.2f} | {e['ssim']:.3f} | {d} |")
     (out / "samplers.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
