@@ -49,26 +49,36 @@ CONFIRM_MASK_SEED = 1000   # mask i of a setting is drawn with seed 1000 + i (th
 
 
 def _t_interval(diff: torch.Tensor) -> list[float]:
-    """95 % t interval of the mean of paired differences (t quantiles for small n from a short table)."""
+    """95 % t interval of the mean of paired differences."""
+    from scipy.stats import t
+
     n = len(diff)
-    table = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 10: 2.23, 15: 2.13, 20: 2.09,
-             30: 2.04}
-    quantile = table[min((k for k in table if k >= n - 1), default=30)] if n > 1 else math.inf
-    half = quantile * float(diff.std()) / math.sqrt(n) if n > 1 else math.inf
+    half = float(t.ppf(0.975, n - 1)) * float(diff.std()) / math.sqrt(n) if n > 1 else math.inf
     return [float(diff.mean()) - half, float(diff.mean()) + half]
 
 
 def confirmation_faces(path: str, count: int) -> tuple[torch.Tensor, list[str]]:
-    """``count`` test faces evenly spread, none of them among the first run's 16 (asserted)."""
+    """``count`` test faces spread evenly over the test split with the first run's 16 taken out."""
     from face64_evidence import test_faces
 
     data = ImageDataset(path, flip=False)
-    stride = len(data) // count
-    indices = [i * stride + stride // 2 for i in range(count)]
     first = set(test_faces(path, 16)[1])
-    names = [data.names[i] for i in indices]
-    assert not first & set(names), "confirmation faces overlap the first run's"
-    return torch.stack([data[i] for i in indices]), names
+    pool = [i for i, name in enumerate(data.names) if name not in first]
+    indices = [pool[(2 * i + 1) * len(pool) // (2 * count)] for i in range(count)]
+    return torch.stack([data[i] for i in indices]), [data.names[i] for i in indices]
+
+
+def confirmation_verdict(kinds: dict, reference: str) -> dict:
+    """The pre-registered rule (docs/fidelity.md): the per-face mean over the six settings of the PSNR difference
+    has a 95 % interval above 0, and no setting's interval lies wholly below 0."""
+    contender = next(label for label in next(iter(kinds.values())) if label != reference)
+    per_kind = [torch.tensor(e[contender]["psnr_per_face"]) - torch.tensor(e[reference]["psnr_per_face"])
+                for e in kinds.values()]
+    composite = torch.stack(per_kind).mean(0)
+    ci = _t_interval(composite)
+    worse = [kind for kind, e in kinds.items() if e[contender]["psnr_minus_repaint_ci95"][1] < 0]
+    return {"contender": contender, "primary": float(composite.mean()), "primary_ci95": ci, "worse": worse,
+            "switch": ci[0] > 0 and not worse}
 
 
 def main() -> None:
@@ -109,7 +119,7 @@ def main() -> None:
         entry = {}
         for label, s in scores.items():
             entry[label] = {"psnr": float(s["psnr"].mean()), "ssim": float(s["ssim"].mean()),
-                            "seconds": round(s["seconds"], 1)}
+                            "seconds": round(s["seconds"], 1), "psnr_per_face": s["psnr"].tolist()}
             if label != reference:
                 for metric in ("psnr", "ssim"):
                     diff = s[metric] - scores[reference][metric]
@@ -127,6 +137,13 @@ def main() -> None:
                  f"[{e['ssim_minus_repaint_ci95'][0]:+.3f}, {e['ssim_minus_repaint_ci95'][1]:+.3f}]"
                  if label != reference else "reference | reference")
             lines.append(f"| {kind} | {label} | {e['psnr']:.2f} | {e['ssim']:.3f} | {d} |")
+    if args.confirm and set(report["kinds"]) == set(MASK_KINDS):
+        report["verdict"] = confirmation_verdict(report["kinds"], reference)
+        (out / "samplers.json").write_text(json.dumps(report, indent=1) + "\n")
+        v = report["verdict"]
+        lines += ["", f"Primary (mean over the six settings of the per-face PSNR difference, n = {args.faces}): "
+                  f"{v['primary']:+.2f} dB [{v['primary_ci95'][0]:+.2f}, {v['primary_ci95'][1]:+.2f}]; settings "
+                  f"shown worse: {', '.join(v['worse']) or 'none'}; switch: {'yes' if v['switch'] else 'no'}."]
     (out / "samplers.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
