@@ -6,12 +6,15 @@ import torch
 from repaint.groundtruth import (
     MARGINS,
     PROBLEMS,
+    REPORT_RANDOM,
     SELECTION_PROBLEMS,
     anisotropic_covariance,
     compare,
     describe,
     get_problem,
+    random_problem,
     score,
+    smooth_pattern,
     summarise,
 )
 
@@ -23,7 +26,20 @@ def test_problems_are_what_they_claim():
     assert info["hard8"]["components"] >= 8 and info["hard8"]["known_pixels"] <= 4
     assert info["hard12"]["shape"] == [1, 12, 12]
     assert 0.05 < min(info["mixed"]["exact_weights"]) and info["mixed"]["excluded_components"] == 0
-    assert set(SELECTION_PROBLEMS) < set(PROBLEMS)                # some problems are never used for choosing
+    never_chosen_on = {"mixed", "hard12", *REPORT_RANDOM}           # some problems are never used for choosing
+    assert set(SELECTION_PROBLEMS).isdisjoint(never_chosen_on) and set(SELECTION_PROBLEMS) & set(PROBLEMS)
+
+
+def test_random_problems_are_hard_reproducible_and_differ_by_seed():
+    first, again, other = random_problem(1000), get_problem("random-1000"), random_problem(1001)
+    assert torch.equal(first.known_image, again.known_image) and torch.equal(first.mask, again.mask)
+    assert not torch.equal(first.mixture.means[0][:16], other.mixture.means[0][:16])
+    for name in SELECTION_PROBLEMS + REPORT_RANDOM[:3]:
+        info = describe(get_problem(name))
+        assert max(info["exact_weights"]) > 0.999 and 2 <= info["known_pixels"] <= 4
+        assert info["excluded_components"] >= 1
+    pattern = smooth_pattern(10, torch.Generator().manual_seed(0))
+    assert pattern.abs().max() == 1 and abs(float(pattern.mean())) < 1e-9
 
 
 def test_anisotropic_covariance_correlates_more_along_the_longer_axis():
@@ -33,8 +49,9 @@ def test_anisotropic_covariance_correlates_more_along_the_longer_axis():
 
 
 def test_unknown_problem_is_a_one_line_error():
-    with pytest.raises(ValueError, match="unknown problem 'nope'"):
-        get_problem("nope")
+    for name in ("nope", "random-", "random-x"):
+        with pytest.raises(ValueError, match=f"unknown problem '{name}'"):
+            get_problem(name)
 
 
 def test_exact_draws_score_as_exact_and_shrunk_fills_do_not():

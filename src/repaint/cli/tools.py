@@ -115,8 +115,9 @@ def masks(kind: str, count: int, size: int, seed: int, side: str | None, out_dir
                     "  repaint validate --fast --problem hard8\n"
                     "  repaint validate --sampler smc --steps 25 --option particles=20 --problem hard12 --n 2000")
 @schedule_options
-@click.option("--problem", type=click.Choice(list(PROBLEMS)), default=None,
-              help="A problem of the ground-truth suite (docs/fidelity.md); default: the original easy mixture.")
+@click.option("--problem", default=None, metavar="NAME",
+              help=f"A problem of the ground-truth suite (docs/fidelity.md): {', '.join(PROBLEMS)}, or random-SEED "
+                   "(a hard problem drawn at random); default: the original easy mixture.")
 @click.option("--n", "count", type=click.IntRange(min=10), default=1000, show_default=True,
               help="Fills drawn (one seed each).")
 @click.option("--seed", type=int, default=0, show_default=True)
