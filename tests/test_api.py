@@ -141,6 +141,13 @@ def test_progress_counts_planned_calls_and_cancel_stops(inpainter):
     total = api.planned_calls(inpainter, QUICK, keep, n_samples=2, batch_size=2)
     assert [p.calls for p in seen] == list(range(1, total + 1)) and {p.total for p in seen} == {total}
 
+    # samplers that make several calls per step report them all: progress still ends at the planned total
+    multi = SamplerSettings(steps=3, sampler="lanpaint", options={"langevin_steps": 2})
+    seen = []
+    api.inpaint(inpainter, image, keep, settings=multi, seeds=[0], callback=seen.append)
+    total = api.planned_calls(inpainter, multi, keep, n_samples=1)
+    assert total == 9 and [p.calls for p in seen] == [3, 6, 9]
+
     def cancel(progress):
         raise api.Cancelled
 

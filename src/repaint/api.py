@@ -437,10 +437,10 @@ def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callbac
         labels = [job.photo.request.labels[job.k] for job in batch]
     calls = done_calls
 
-    def on_step(step: Step) -> None:
+    def on_step(step: Step) -> None:   # step.calls counts the sampler's calls so far (several per step for some)
         nonlocal calls
         if step.kind == "reverse":
-            calls += 1
+            calls = done_calls + step.calls
             if callback is not None:
                 first = batch[0]
                 rows = [(job.photo.request.name, job.window, seed) for job, seed in zip(batch, seeds)]

@@ -172,8 +172,9 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
     written = 0
     with tqdm(unit="call", desc="inpainting", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
         def progress(p) -> None:
-            bar.update(1)
-            if every and p.calls % every == 0 and p.pred_xstart is not None:
+            before, bar.n = bar.n, p.calls
+            bar.refresh()
+            if every and p.calls // every > before // every and p.pred_xstart is not None:
                 for b, (name, window, seed) in enumerate(p.rows):
                     save_image(p.pred_xstart[b].clamp(-1, 1), frames_dir / f"{name}_w{window}_s{seed}" /
                                f"{p.calls:05d}.png")

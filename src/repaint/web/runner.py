@@ -144,12 +144,12 @@ class Runner:
 
             def callback(progress: Progress) -> None:
                 nonlocal calls
-                calls = progress.calls
+                before, calls = calls, progress.calls
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled")
                 if on_progress is not None:
                     on_progress(progress.calls, progress.total)
-                if animate and progress.pred_xstart is not None and progress.calls % every == 0:
+                if animate and progress.pred_xstart is not None and calls // every > before // every:
                     frames.append(_frame(progress.pred_xstart))
 
             start = time.perf_counter()
