@@ -56,7 +56,7 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim_repaint": Sampler(ddim_repaint, _jump_calls, "RePaint's join with DDIM(eta) steps, same jump schedule"),
     "ddnm": Sampler(ddnm, _jump_calls, "DDNM null-space projection with time travel"),
     "sdedit_repeat": Sampler(sdedit_repeat, _sdedit_calls, "Table 4: denoise to T/2, then re-noise and repeat"),
-    "smc": Sampler(smc.smc, smc.network_calls, "twisted SMC, K particles per image; asymptotically exact (T*K calls)"),
+    "smc": Sampler(smc.smc, smc.network_calls, "twisted SMC, K particles per image mid-chain; asymptotically exact"),
     "lanpaint": Sampler(lanpaint.lanpaint, lanpaint.network_calls, "LanPaint: Langevin inner steps, no gradients"),
     "copaint": Sampler(copaint.copaint, copaint.network_calls, "CoPaint: gradient steps on x_t, then DDIM"),
 }

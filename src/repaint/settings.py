@@ -26,6 +26,12 @@ __all__ = [
 ]
 
 
+# Which samplers read the jump fields (time travel) and eta; the other settings every sampler reads. A test checks
+# these against the sampler table's call counts and code (tests/test_settings.py).
+TIME_TRAVEL_SAMPLERS = frozenset({"repaint", "ddim_repaint", "ddnm"})   # sdedit_repeat: its own options
+ETA_SAMPLERS = frozenset({"ddim_repaint", "ddnm", "copaint"})
+
+
 @dataclass(frozen=True, kw_only=True)
 class SamplerSettings(JumpParams):
     """How to sample: the jump fields of :class:`repaint.schedule.JumpParams` and the fields below. Defaults are the
@@ -62,12 +68,14 @@ class SamplerSettings(JumpParams):
         return JumpSchedule(t_T, **{name: getattr(self, name) for name in JUMP_FIELDS})
 
     def describe(self) -> str:
-        """One line: the sampler and the schedule fields that differ from a plain jump schedule."""
-        parts = [self.sampler, f"steps={self.respacing()}", f"jump_length={self.jump_length}",
-                 f"jump_n_sample={self.jump_n_sample}"]
-        if self.start_resampling < 100_000_000:
-            parts.append(f"start_resampling={self.start_resampling}")
-        if self.sampler != "repaint":
+        """One line: the sampler and the settings it uses (no jump fields for a sampler without time travel, eta only
+        for the DDIM-based ones)."""
+        parts = [self.sampler, f"steps={self.respacing()}"]
+        if self.sampler in TIME_TRAVEL_SAMPLERS:
+            parts += [f"jump_length={self.jump_length}", f"jump_n_sample={self.jump_n_sample}"]
+            if self.start_resampling < 100_000_000:
+                parts.append(f"start_resampling={self.start_resampling}")
+        if self.sampler in ETA_SAMPLERS:
             parts.append(f"eta={self.eta:g}")
         parts += [f"{k}={v}" for k, v in sorted(self.options.items())]
         return " ".join(parts)

@@ -1,0 +1,24 @@
+"""What ``SamplerSettings.describe`` shows is what each sampler really reads."""
+
+import dataclasses
+
+import pytest
+import torch
+from sampler_helpers import run_on_mixture
+
+from repaint.samplers import SAMPLERS, network_calls
+from repaint.settings import ETA_SAMPLERS, TIME_TRAVEL_SAMPLERS, SamplerSettings
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_time_travel_and_eta_lists_match_what_samplers_read(name):
+    base = SamplerSettings(steps=10, jump_length=2, jump_n_sample=3, sampler=name)
+    other_jumps = dataclasses.replace(base, jump_length=3, jump_n_sample=2)
+    reads_jumps = network_calls(base, 10) != network_calls(other_jumps, 10)
+    assert reads_jumps == (name in TIME_TRAVEL_SAMPLERS)
+    assert ("jump_length" in base.describe()) == (name in TIME_TRAVEL_SAMPLERS)
+
+    small = SamplerSettings(steps=4, jump_length=1, jump_n_sample=1, sampler=name, clip_denoised=False)
+    outputs = [run_on_mixture(dataclasses.replace(small, eta=eta), [5])[0] for eta in (0.0, 1.0)]
+    assert (not torch.equal(*outputs)) == (name in ETA_SAMPLERS)
+    assert ("eta=" in small.describe()) == (name in ETA_SAMPLERS)
