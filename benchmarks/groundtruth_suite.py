@@ -165,6 +165,55 @@ def report(n_easy: int, n_hard: int, problems) -> dict:
     return out
 
 
+# Fixed after selection stages 3 and 4 (docs/fidelity.md); ``report --stage 3`` runs exactly these, on every problem
+# including the random ones kept for the report. The paper setting is run on easy only (its comparison question).
+CANDIDATES3 = {
+    "smc stage-2 choice: T=25 K=20 fixed, lookahead=2 v=0.3": smc(25, 20, 2.0, 0.3),
+}
+
+
+def report3(n_easy: int, n_hard: int, n_random: int, problems) -> dict:
+    out = {"phase": "report", "stage": 3, "seed": REPORT_SEED, "problems": {}}
+    for name in problems:
+        n = n_easy if name in ("easy", "mixed") else n_random if name.startswith("random") else n_hard
+        runs = {label: _run(settings, name, n, REPORT_SEED) for label, settings in CANDIDATES3.items()}
+        reference = _run(PAPER, name, n, REPORT_SEED) if name == "easy" else None
+        rows = {}
+        for label, s in runs.items():
+            rows[label] = _public(s) | ({"vs_paper": compare(s, reference)} if reference else {})
+            print(name, _line(label, s), flush=True)
+        if reference:
+            rows = {"repaint T=250 j=10 r=10 (paper)": _public(reference)} | rows
+        out["problems"][name] = {"problem": describe(get_problem(name)), "n": n, "results": rows}
+        (RESULTS / f"groundtruth_report3_{name}.json").write_text(json.dumps(out["problems"][name], indent=1))
+    return out
+
+
+def tables3() -> str:
+    """One markdown table of every groundtruth_report3_<problem>.json present."""
+    lines = ["| problem | setting | calls | excluded [95 % CI] | spread ratio [95 % CI] | mean err | goal | "
+             "vs paper: TV, spread error, mean err (upper 95 % bound of the difference) | non-inf. |",
+             "|---|---|---:|---:|---:|---:|:-:|---|:-:|"]
+    for name in (*PROBLEMS, *REPORT_RANDOM):
+        path = RESULTS / f"groundtruth_report3_{name}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        p = data["problem"]
+        title = f"{name} ({p['shape'][1]}x{p['shape'][2]}, {p['components']} comp., {p['known_pixels']} known)"
+        for label, r in data["results"].items():
+            m, ci = r["metrics"], r["intervals"]
+            vs = r.get("vs_paper")
+            versus = "; ".join(f"{vs['noninferiority'][k]['upper']:+.3f}" for k in ("component_tv", "spread_error",
+                                                                                     "mean_error")) if vs else ""
+            lines.append(
+                f"| {title} | {label} | {r['calls']} | {m['excluded']:.3f} [{ci['excluded'][0]:.3f}, "
+                f"{ci['excluded'][1]:.3f}] | {m['spread_ratio']:.2f} [{ci['spread_ratio'][0]:.2f}, "
+                f"{ci['spread_ratio'][1]:.2f}] | {m['mean_error']:.2f} | {'yes' if r['meets_goal'] else 'no'} | "
+                f"{versus} | {('yes' if vs['noninferior'] else 'no') if vs else ''} |")
+    return "\n".join(lines)
+
+
 def tables() -> str:
     """Markdown tables of every groundtruth_report_<problem>.json present (for docs/fidelity.md)."""
     lines = []
@@ -197,15 +246,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", type=int, default=1, choices=(1, 2, 3, 4), help="selection grid (see selection_grid)")
     parser.add_argument("--n", type=int, default=500, help="fills per setting in the selection phase")
     parser.add_argument("--n-easy", type=int, default=5000, help="fills per setting, easy/mixed, report phase")
-    parser.add_argument("--problem", choices=tuple(PROBLEMS), default=None, help="report one problem only")
+    parser.add_argument("--problem", default=None, help="report one problem only (a name, or random-SEED)")
     parser.add_argument("--n-hard", type=int, default=2000, help="fills per setting, hard problems, report phase")
+    parser.add_argument("--n-random", type=int, default=1000, help="fills per setting, random problems, report 3")
     args = parser.parse_args(argv)
     if args.phase == "tables":
-        print(tables())
+        print(tables3() if args.stage == 3 else tables())
+        return 0
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.phase == "report" and args.stage == 3:
+        report3(args.n_easy, args.n_hard, args.n_random, [args.problem] if args.problem else [*PROBLEMS, *REPORT_RANDOM])
         return 0
     problems = [args.problem] if args.problem else list(PROBLEMS)
     result = select(args.n, args.stage) if args.phase == "select" else report(args.n_easy, args.n_hard, problems)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"groundtruth_select{args.stage}" if args.phase == "select" else \
         "groundtruth_report" + (f"_{args.problem}" if args.problem else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))

@@ -1,13 +1,16 @@
 """The twisted SMC sampler: options, call counts, reproducibility and a statistical check against exact answers."""
 
+import itertools
+
 import pytest
+import torch
 from sampler_helpers import MIX, assert_known_exact_and_seeded_per_image, run_on_mixture
 
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.gmm import disharmony_problem
 from repaint.groundtruth import run_sampler, score
 from repaint.settings import SamplerSettings
-from repaint.smc import network_calls
+from repaint.smc import _resample, network_calls, particle_counts
 
 
 def _settings(**options):
@@ -22,7 +25,9 @@ def test_known_region_is_exact_and_seeds_reproduce_per_image():
     assert_known_exact_and_seeded_per_image(_run)
 
 
-def test_network_evaluations_are_particles_times_steps():
+def test_network_evaluations_follow_the_particle_schedule():
+    """K particles on the steps from 1/3 to 0.9 of the way down, ``outside`` (3) on the others; a fixed count when
+    ``outside`` equals K. The callback counts calls per image as they happen."""
     evaluations = []
     diffusion = Diffusion(DiffusionConfig(timestep_respacing="10"))
     denoiser = MIX.denoiser(diffusion)
@@ -33,15 +38,22 @@ def test_network_evaluations_are_particles_times_steps():
 
     steps = []
     _run([0, 1], _settings(particles=6), callback=steps.append, model=model)
-    assert evaluations == [2 * 6] * 10
-    assert network_calls(_settings(particles=6), 10) == 60
-    assert [s.calls for s in steps] == [6 * (i + 1) for i in range(10)]
+    per_image = [3, 3, 3, 3, 6, 6, 6, 6, 6, 3]           # positions i / 10 in [1/3, 0.9) are 4..8
+    assert evaluations == [2 * k for k in per_image]
+    assert particle_counts(_settings(particles=6), 10) == per_image
+    assert network_calls(_settings(particles=6), 10) == 45
+    assert [s.calls for s in steps] == list(itertools.accumulate(per_image))
+    assert network_calls(_settings(particles=6, outside=6), 10) == 60
+    assert network_calls(_settings(particles=2), 10) == 20          # outside is capped at K
+    assert network_calls(SamplerSettings(steps=50, sampler="smc"), 50) == 486   # the documented default cost
 
 
 @pytest.mark.parametrize("options, message", [
     ({"particle": 3}, r"no option\(s\) particle"),
     ({"particles": 0}, "particles must be a whole number"),
     ({"particles": 2.5}, "particles must be a whole number"),
+    ({"outside": 0}, "outside must be a whole number"),
+    ({"window_start": 0.5, "window_end": 0.4}, "window_start <= window_end"),
     ({"ess": 1.5}, "ess must lie in"),
     ({"lookahead": -1}, "lookahead must be >= 0"),
     ({"particles": "ten"}, "must be a number"),
@@ -58,7 +70,7 @@ def test_smc_harmonises_where_repaint_without_resampling_does_not():
     base = {"clip_denoised": False, "jump_length": 1, "jump_n_sample": 1}
     plain = run_sampler(SamplerSettings(steps=20, **base), problem, 300, 0)
     smc = run_sampler(SamplerSettings(steps=20, sampler="smc", options={"particles": 10}, **base), problem, 300, 0)
-    assert smc.calls == 200 and plain.calls == 20
+    assert smc.calls == 11 * 10 + 9 * 3 and plain.calls == 20
     assert score(plain.fills, problem.conditional)["excluded"] > 0.2
     assert score(smc.fills, problem.conditional)["excluded"] < 0.03
 
@@ -74,3 +86,16 @@ def test_particles_move_the_component_shares_toward_the_exact_weights():
         tv[k] = score(run_sampler(settings, problem, 300, 0).fills, problem.conditional)["component_tv"]
     assert tv[1] > 0.25
     assert tv[10] < 0.6 * tv[1]
+
+
+def test_systematic_resampling_keeps_proportions_and_changes_the_count():
+    """Equal weights 4 -> 8 particles: every particle exactly twice (systematic, one uniform per image); a dominant
+    weight takes every slot; an image whose ESS is high keeps its particles and weights when the count stays."""
+    gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+    logw = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 50.0, 0.0, 0.0]], dtype=torch.float64)
+    index, new = _resample(logw.clone(), gens, threshold=0.5, count=8)
+    assert sorted(index[0].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert index[1].tolist() == [1] * 8 and torch.equal(new, torch.zeros(2, 8, dtype=torch.float64))
+    index, new = _resample(logw.clone(), gens, threshold=0.5, count=4)
+    assert index[0].tolist() == [0, 1, 2, 3] and torch.equal(new[0], logw[0])   # ESS 4 >= 2: untouched
+    assert index[1].tolist() == [1] * 4 and torch.equal(new[1], torch.zeros(4, dtype=torch.float64))
