@@ -8,6 +8,7 @@ row per sampler).
     python scripts/face64_samplers.py --faces 16                      # all six settings
     python scripts/face64_samplers.py --faces 4 --kinds narrow half   # a reduced run
     python scripts/face64_samplers.py --confirm --faces 32            # the confirmation run (docs/fidelity.md)
+    python scripts/face64_samplers.py --only "smc T=25 K=15" --out docs/face64/smc_scheduled   # one sampler again
 
 ``--confirm`` runs the pre-registered confirmation instead: the bundled default (RePaint, fast preset, 230 calls)
 against ``lanpaint`` at 46 steps (230 calls), on test faces and mask seeds disjoint from the first run's.
@@ -36,7 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = {
     "repaint T=25 j=5 r=10 (205 calls)": SamplerSettings(steps=25, jump_length=5, jump_n_sample=10),
     "smc T=25 K=10 (250)": SamplerSettings(steps=25, jump_length=1, jump_n_sample=1, sampler="smc",
-                                           options={"particles": 10}),
+                                           options={"particles": 10, "outside": 10, "lookahead": 2.0,
+                                                    "variance": 0.3}),
+    # the stage-3 options (particle schedule, lookahead 8, v=0.5) at 25 steps; run with --only "smc T=25 K=15"
+    "smc T=25 K=15 scheduled (243)": SamplerSettings(steps=25, sampler="smc"),
     "lanpaint T=50 (250)": SamplerSettings(steps=50, sampler="lanpaint"),
     "copaint T=50 G=2 (150 + 100 backward)": SamplerSettings(steps=50, sampler="copaint"),
 }
@@ -89,10 +93,15 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(MASK_KINDS), choices=list(MASK_KINDS))
     parser.add_argument("--out", default=None, help="default: docs/face64/samplers (docs/face64/confirm)")
     parser.add_argument("--confirm", action="store_true", help="the pre-registered confirmation run")
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                        help="run only the samplers whose label starts with one of these (and the reference)")
     args = parser.parse_args()
     from face64_evidence import test_faces  # same faces as the existing evidence
 
     samplers = CONFIRM if args.confirm else SAMPLERS
+    if args.only:
+        samplers = {label: v for i, (label, v) in enumerate(samplers.items())
+                    if i == 0 or any(label.startswith(prefix) for prefix in args.only)}
     reference = next(iter(samplers))
     out = Path(args.out or ROOT / "docs/face64" / ("confirm" if args.confirm else "samplers"))
     out.mkdir(parents=True, exist_ok=True)
