@@ -61,6 +61,16 @@ def selection_grid(stage: int) -> dict[str, SamplerSettings]:
     the report showed the stage-2 choice missing the goal on the held-out hard12): the particle schedule (K
     concentrated where the component is decided), steps, lookahead and v, on the selection problems that now include
     six random ones; stage 4: the same at 250 calls, for the easy-problem question."""
+    if stage == 5:
+        # after report 3: hard12's 0.8 % wrong-component fills (each far away) pushed its spread interval past 1.1;
+        # rates that low are invisible at n = 500, so stage 5 runs n = 2000 and more particles mid-chain
+        grid = {"smc T=50 K=15 (stage-3 choice)": scheduled(50, 500, 8.0, 0.5),
+                "smc T=50 K=16 outside=2": smc(50, 16, 8.0, 0.5, outside=2),
+                "smc T=50 K=17 window=[0.4, 0.9)": smc(50, 17, 8.0, 0.5, outside=3, window_start=0.4),
+                "smc T=40 K=20": scheduled(40, 500, 8.0, 0.5),
+                "smc T=35 K=22": scheduled(35, 500, 8.0, 0.5),
+                "smc T=25 K=33": scheduled(25, 500, 8.0, 0.5)}
+        return grid
     if stage in (3, 4):
         budget = 500 if stage == 3 else 250
         return {f"smc scheduled T={t} K={scheduled(t, budget, lam, v).options['particles']} lookahead={lam} v={v}":
@@ -144,6 +154,16 @@ def select(n: int, stage: int) -> dict:
         easy = out["problems"]["easy"]["results"]
         out["chosen"] = min(easy, key=lambda label: abs(easy[label]["metrics"]["spread_ratio"] - 1))
         print("chosen:", out["chosen"])
+    if stage == 5:
+        # stage 5's rule, fixed before the run: meets the goal on every selection problem, then the fewest fills in
+        # excluded components summed over the eight problems, then the worst |spread - 1|
+        problems = out["problems"].values()
+        passing = [label for label in selection_grid(5)
+                   if all(p["results"][label]["meets_goal"] for p in problems)]
+        out["chosen"] = min(passing, key=lambda label: (
+            round(sum(p["results"][label]["metrics"]["excluded"] for p in problems) * n),
+            max(abs(p["results"][label]["metrics"]["spread_ratio"] - 1) for p in problems)))
+        print("chosen:", out["chosen"])
     if stage == 3:
         out["chosen"] = choose(out)
         print("chosen:", out["chosen"])
@@ -166,7 +186,8 @@ def report(n_easy: int, n_hard: int, problems) -> dict:
 
 
 # Fixed after selection stages 3 and 4 (docs/fidelity.md); ``report --stage 3`` runs exactly these, on every problem
-# including the random ones kept for the report. The paper setting is run on easy only (its comparison question).
+# including the random ones kept for the report. The paper setting is run on easy and mixed only (the comparison
+# question of issue 13 is about the easy problems; on the hard ones the goal is absolute).
 CANDIDATES3 = {
     "FAST_PRESET (RePaint) T=50 j=5 r=10 start=20": FAST_PRESET,
     "smc stage-2 choice: T=25 K=20 fixed, lookahead=2 v=0.3": smc(25, 20, 2.0, 0.3),
@@ -183,7 +204,7 @@ def report3(n_easy: int, n_hard: int, n_random: int, problems) -> dict:
     for name in problems:
         n = n_easy if name in ("easy", "mixed") else n_random if name.startswith("random") else n_hard
         runs = {label: _run(settings, name, n, REPORT_SEED) for label, settings in CANDIDATES3.items()}
-        reference = _run(PAPER, name, n, REPORT_SEED) if name == "easy" else None
+        reference = _run(PAPER, name, n, REPORT_SEED) if name in ("easy", "mixed") else None
         rows = {}
         for label, s in runs.items():
             rows[label] = _public(s) | ({"vs_paper": compare(s, reference)} if reference else {})
@@ -249,7 +270,7 @@ def tables() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("phase", choices=("select", "report", "tables"))
-    parser.add_argument("--stage", type=int, default=1, choices=(1, 2, 3, 4), help="selection grid (see selection_grid)")
+    parser.add_argument("--stage", type=int, default=1, choices=(1, 2, 3, 4, 5), help="selection grid (see selection_grid)")
     parser.add_argument("--n", type=int, default=500, help="fills per setting in the selection phase")
     parser.add_argument("--n-easy", type=int, default=5000, help="fills per setting, easy/mixed, report phase")
     parser.add_argument("--problem", default=None, help="report one problem only (a name, or random-SEED)")
