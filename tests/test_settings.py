@@ -22,3 +22,23 @@ def test_time_travel_and_eta_lists_match_what_samplers_read(name):
     outputs = [run_on_mixture(dataclasses.replace(small, eta=eta), [5])[0] for eta in (0.0, 1.0)]
     assert (not torch.equal(*outputs)) == (name in ETA_SAMPLERS)
     assert ("eta=" in small.describe()) == (name in ETA_SAMPLERS)
+
+
+def test_the_bundled_model_defaults_to_lanpaint_and_the_presets_mean_repaint():
+    from repaint.pipeline import recommended_settings
+    from repaint.settings import PAPER, resolve_settings
+    from repaint.web.runner import RunOptions, Runner
+
+    bundled = recommended_settings("default")
+    assert bundled.sampler == "lanpaint" and network_calls(bundled, bundled.steps) == 230
+    assert recommended_settings("celeba256") == PAPER
+    paper = resolve_settings(bundled, "paper")
+    assert paper.sampler == "repaint" and network_calls(paper, paper.steps) == 2410
+    assert resolve_settings(SamplerSettings(sampler="smc", options={"particles": 4}), "fast").options == {}
+    fast_ddnm = resolve_settings(bundled, "fast", sampler="ddnm")
+    assert (fast_ddnm.sampler, fast_ddnm.steps, fast_ddnm.jump_length) == ("ddnm", 50, 5)
+    assert resolve_settings(bundled, steps=30) == dataclasses.replace(bundled, steps=30)
+    # the web page: "recommended" sampler and schedule are the model's own; a preset is RePaint's
+    assert Runner.settings(None, bundled, RunOptions()) == bundled
+    assert Runner.settings(None, bundled, RunOptions(schedule="fast")).sampler == "repaint"
+    assert Runner.settings(None, bundled, RunOptions(sampler="copaint", schedule="paper")).sampler == "copaint"

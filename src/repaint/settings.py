@@ -91,8 +91,11 @@ class SamplerSettings(JumpParams):
         return cls(**data)
 
 
-# The fields a schedule preset sets (and the CLI's schedule options override one by one).
-SCHEDULE_FIELDS = ("steps", "jump_length", "jump_n_sample", "start_resampling", "timestep_respacing")
+# The fields a schedule preset sets (and the CLI's schedule options override one by one). The presets are RePaint's
+# schedules, so they set the sampler (and clear its options) too: --paper on a model whose own default is another
+# sampler still means the paper's method.
+SCHEDULE_FIELDS = ("steps", "jump_length", "jump_n_sample", "start_resampling", "timestep_respacing", "sampler",
+                   "options")
 
 PAPER = SamplerSettings()  # T=250, j=10, r=10: 2,410 network calls
 # A cheaper schedule, not a match for the paper's: RePaint T=50, j=5, r=10 with resampling only below t = 20 (230

@@ -85,7 +85,8 @@ def schedule_options(command):
                      help="The fast preset: T=50, j=5, r=10, resampling only at t<=20 (230 calls); sets every "
                           "schedule field."),
         click.option("--sampler", type=click.Choice(list(SAMPLERS)), default=None,
-                     help="Sampler (default: the model's recommendation, repaint)."),
+                     help="Sampler (default: the model's recommendation: lanpaint for the bundled face model, "
+                          "repaint for the others)."),
         click.option("--steps", type=click.IntRange(min=1), default=None,
                      help="Respaced diffusion steps T. Default: the model's recommended schedule."),
         click.option("--jump-length", type=click.IntRange(min=1), default=None, help="Jump length j."),

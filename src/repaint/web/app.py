@@ -19,9 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ..api import Cancelled
-from ..samplers import SAMPLERS
 from .limits import Busy, check_pixels, decode_mask
-from .runner import SCHEDULES, RunOptions, Runner, write_animation
+from .runner import SAMPLER_CHOICES, SCHEDULES, RunOptions, Runner, write_animation
 
 __all__ = ["build_app", "editor_arrays"]
 
@@ -169,7 +168,8 @@ def build_app(runner: Runner, out_dir: Path | None = None):
                     invert = gr.Checkbox(label="Invert (the mask uses white for the hole)", value=False)
             with gr.Column(scale=2):
                 model = gr.Dropdown(runner.menu.names, value=runner.menu.names[0], label="Model", elem_id="model")
-                sampler = gr.Dropdown(list(SAMPLERS), value="repaint", label="Sampler", elem_id="sampler")
+                sampler = gr.Dropdown(list(SAMPLER_CHOICES), value="recommended", label="Sampler", elem_id="sampler",
+                                      info="recommended = the model's own (lanpaint for the bundled face model)")
                 schedule = gr.Radio(list(SCHEDULES), value="recommended", label="Schedule", elem_id="schedule",
                                     info="recommended = the model's own; custom uses T, j, r below")
                 with gr.Row(visible=False) as custom_row:

@@ -16,9 +16,8 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..api import Cancelled
-from ..samplers import SAMPLERS
 from .limits import Busy, TooLarge, decode_image, decode_mask
-from .runner import SCHEDULES, RunOptions, Runner
+from .runner import SAMPLER_CHOICES, SCHEDULES, RunOptions, Runner
 
 __all__ = ["api_router", "limit_request_size"]
 
@@ -64,7 +63,7 @@ def api_router(runner: Runner) -> APIRouter:
 
     @router.get("/models")
     def models() -> dict:
-        return {"models": runner.menu.names, "samplers": list(SAMPLERS), "schedules": list(SCHEDULES),
+        return {"models": runner.menu.names, "samplers": list(SAMPLER_CHOICES), "schedules": list(SCHEDULES),
                 "max_samples": limits.max_samples, "max_pixels": limits.max_pixels,
                 "max_upload_bytes": limits.max_upload_bytes}
 
@@ -74,7 +73,7 @@ def api_router(runner: Runner) -> APIRouter:
         mask: UploadFile = File(..., description="same size as the photo; white = keep, black = fill"),
         invert_mask: bool = Form(False, description="the mask uses white for the region to fill"),
         model: str = Form("default"),
-        sampler: str = Form("repaint"),
+        sampler: str = Form("recommended", description="recommended (the model's own) or a sampler name"),
         schedule: str = Form("recommended", description="recommended, fast, paper or custom"),
         steps: int | None = Form(None, description="T (custom schedule)"),
         jump_length: int | None = Form(None, description="j (custom schedule)"),

@@ -22,11 +22,13 @@ from ..settings import SCHEDULE_PRESETS, SamplerSettings, resolve_settings
 from .limits import Limits, RunGate, check_pixels
 from .models import ModelMenu
 
-__all__ = ["SCHEDULES", "RunOptions", "RunOutput", "Runner", "write_animation"]
+__all__ = ["SAMPLER_CHOICES", "SCHEDULES", "RunOptions", "RunOutput", "Runner", "write_animation"]
 
-# "recommended" is the model's own schedule (the bundled face model's is the fast preset); "custom" is the paper's
-# schedule with the T, j, r given (resampling at every t, so T=250, j=10, r=10 is 2,410 calls on any model).
+# "recommended" is the model's own sampler and schedule (the bundled face model's: lanpaint, 46 steps); the presets
+# and "custom" (the paper's schedule with the T, j, r given: resampling at every t, so T=250, j=10, r=10 is 2,410
+# calls on any model) are RePaint's. An explicit sampler overrides the schedule's.
 SCHEDULES = ("recommended", *SCHEDULE_PRESETS, "custom")
+SAMPLER_CHOICES = ("recommended", *SAMPLERS)
 FRAMES_PER_RUN = 48      # x0 estimates kept for the animation
 ANIMATION_SIDE = 256     # small models' frames are enlarged (nearest neighbour) to at least this many pixels
 
@@ -36,7 +38,7 @@ class RunOptions:
     """What a client may choose. Models are menu names; schedule fields apply only to the "custom" schedule."""
 
     model: str = "default"
-    sampler: str = "repaint"
+    sampler: str = "recommended"
     schedule: str = "recommended"
     steps: int | None = None          # T
     jump_length: int | None = None    # j
@@ -97,8 +99,8 @@ class Runner:
                              "where black = fill)")
         if opts.model not in self.menu.entries:
             raise ValueError(f"unknown model {opts.model!r}; this server offers: {', '.join(self.menu.entries)}")
-        if opts.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {opts.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if opts.sampler not in SAMPLER_CHOICES:
+            raise ValueError(f"unknown sampler {opts.sampler!r}; choose from {', '.join(SAMPLER_CHOICES)}")
         if opts.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {opts.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if not 1 <= opts.n_samples <= self.limits.max_samples:
@@ -108,7 +110,7 @@ class Runner:
         custom = opts.schedule == "custom"   # the paper's schedule with the T, j, r typed in, nothing hidden
         preset = opts.schedule if opts.schedule in SCHEDULE_PRESETS else ("paper" if custom else None)
         return resolve_settings(
-            recommended, preset=preset, sampler=opts.sampler,
+            recommended, preset=preset, sampler=None if opts.sampler == "recommended" else opts.sampler,
             steps=opts.steps if custom else None, jump_length=opts.jump_length if custom else None,
             jump_n_sample=opts.jump_n_sample if custom else None,
         )
