@@ -199,12 +199,21 @@ CANDIDATES3 = {
 }
 
 
-def report3(n_easy: int, n_hard: int, n_random: int, problems) -> dict:
-    out = {"phase": "report", "stage": 3, "seed": REPORT_SEED, "problems": {}}
+# Report 5, after stage 5: fresh seeds and ten fresh random problems (report 3's were looked at when stage 5 was
+# set up). Fixed after stage 5's choice, before the run.
+FINAL_SEED = 2_000_000
+FINAL_RANDOM = tuple(f"random-{seed}" for seed in range(2000, 2010))
+CANDIDATES5: dict[str, SamplerSettings] = {}
+
+
+def report3(n_easy: int, n_hard: int, n_random: int, problems, stage: int = 3) -> dict:
+    """Report 3 (``CANDIDATES3``, seeds from REPORT_SEED) or 5 (``CANDIDATES5``, seeds from FINAL_SEED)."""
+    candidates, seed = (CANDIDATES3, REPORT_SEED) if stage == 3 else (CANDIDATES5, FINAL_SEED)
+    out = {"phase": "report", "stage": stage, "seed": seed, "problems": {}}
     for name in problems:
         n = n_easy if name in ("easy", "mixed") else n_random if name.startswith("random") else n_hard
-        runs = {label: _run(settings, name, n, REPORT_SEED) for label, settings in CANDIDATES3.items()}
-        reference = _run(PAPER, name, n, REPORT_SEED) if name in ("easy", "mixed") else None
+        runs = {label: _run(settings, name, n, seed) for label, settings in candidates.items()}
+        reference = _run(PAPER, name, n, seed) if name in ("easy", "mixed") and stage == 3 else None
         rows = {}
         for label, s in runs.items():
             rows[label] = _public(s) | ({"vs_paper": compare(s, reference)} if reference else {})
@@ -212,17 +221,17 @@ def report3(n_easy: int, n_hard: int, n_random: int, problems) -> dict:
         if reference:
             rows = {"repaint T=250 j=10 r=10 (paper)": _public(reference)} | rows
         out["problems"][name] = {"problem": describe(get_problem(name)), "n": n, "results": rows}
-        (RESULTS / f"groundtruth_report3_{name}.json").write_text(json.dumps(out["problems"][name], indent=1))
+        (RESULTS / f"groundtruth_report{stage}_{name}.json").write_text(json.dumps(out["problems"][name], indent=1))
     return out
 
 
-def tables3() -> str:
-    """One markdown table of every groundtruth_report3_<problem>.json present."""
+def tables3(stage: int = 3) -> str:
+    """One markdown table of every groundtruth_report<stage>_<problem>.json present."""
     lines = ["| problem | setting | calls | excluded [95 % CI] | spread ratio [95 % CI] | mean err | goal | "
              "vs paper: TV, spread error, mean err (upper 95 % bound of the difference) | non-inf. |",
              "|---|---|---:|---:|---:|---:|:-:|---|:-:|"]
-    for name in (*PROBLEMS, *REPORT_RANDOM):
-        path = RESULTS / f"groundtruth_report3_{name}.json"
+    for name in (*PROBLEMS, *REPORT_RANDOM, *FINAL_RANDOM):
+        path = RESULTS / f"groundtruth_report{stage}_{name}.json"
         if not path.exists():
             continue
         data = json.loads(path.read_text())
@@ -278,11 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-random", type=int, default=1000, help="fills per setting, random problems, report 3")
     args = parser.parse_args(argv)
     if args.phase == "tables":
-        print(tables3() if args.stage == 3 else tables())
+        print(tables3(args.stage) if args.stage in (3, 5) else tables())
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.phase == "report" and args.stage == 3:
-        report3(args.n_easy, args.n_hard, args.n_random, [args.problem] if args.problem else [*PROBLEMS, *REPORT_RANDOM])
+    if args.phase == "report" and args.stage in (3, 5):
+        every = [*PROBLEMS, *(REPORT_RANDOM if args.stage == 3 else FINAL_RANDOM)]
+        report3(args.n_easy, args.n_hard, args.n_random, [args.problem] if args.problem else every, args.stage)
         return 0
     problems = [args.problem] if args.problem else list(PROBLEMS)
     result = select(args.n, args.stage) if args.phase == "select" else report(args.n_easy, args.n_hard, problems)
