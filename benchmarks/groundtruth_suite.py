@@ -203,7 +203,10 @@ CANDIDATES3 = {
 # set up). Fixed after stage 5's choice, before the run.
 FINAL_SEED = 2_000_000
 FINAL_RANDOM = tuple(f"random-{seed}" for seed in range(2000, 2010))
-CANDIDATES5: dict[str, SamplerSettings] = {}
+CANDIDATES5: dict[str, SamplerSettings] = {
+    "smc stage-5 choice: T=40 K=20 lookahead=8 v=0.5": scheduled(40, 500, 8.0, 0.5),
+    "smc stage-3 choice: T=50 K=15 lookahead=8 v=0.5": scheduled(50, 500, 8.0, 0.5),
+}
 
 
 def report3(n_easy: int, n_hard: int, n_random: int, problems, stage: int = 3) -> dict:
