@@ -191,11 +191,10 @@ def report(n_easy: int, n_hard: int, problems) -> dict:
 CANDIDATES3 = {
     "FAST_PRESET (RePaint) T=50 j=5 r=10 start=20": FAST_PRESET,
     "smc stage-2 choice: T=25 K=20 fixed, lookahead=2 v=0.3": smc(25, 20, 2.0, 0.3),
-    "smc defaults at T=50 (stage-3 choice): K=15 mid-chain": SamplerSettings(steps=50, jump_length=1, jump_n_sample=1,
-                                                                              sampler="smc"),
+    # the two "defaults" rows ran with the stage-3 defaults (K=15, outside 3, lookahead 8, v=0.5), pinned here
+    "smc defaults at T=50 (stage-3 choice): K=15 mid-chain": scheduled(50, 500, 8.0, 0.5),
     "smc stage-4 choice: T=35 K=10 lookahead=4 v=0.5": scheduled(35, 250, 4.0, 0.5),
-    "smc defaults at T=25 (descriptive, not chosen)": SamplerSettings(steps=25, jump_length=1, jump_n_sample=1,
-                                                                     sampler="smc"),
+    "smc defaults at T=25 (descriptive, not chosen)": smc(25, 15, 8.0, 0.5, outside=3),
 }
 
 

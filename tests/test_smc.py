@@ -45,7 +45,7 @@ def test_network_evaluations_follow_the_particle_schedule():
     assert [s.calls for s in steps] == list(itertools.accumulate(per_image))
     assert network_calls(_settings(particles=6, outside=6), 10) == 60
     assert network_calls(_settings(particles=2), 10) == 20          # outside is capped at K
-    assert network_calls(SamplerSettings(steps=50, sampler="smc"), 50) == 486   # the documented default cost
+    assert network_calls(SamplerSettings(steps=40, sampler="smc"), 40) == 494   # the documented default cost
 
 
 @pytest.mark.parametrize("options, message", [

@@ -29,10 +29,10 @@ particles are concentrated there: ``particles`` (K) on the steps whose position 
 resampling to a different number of particles, so the target is unchanged.
 
 Cost: every step evaluates the network once per particle, so the network calls per image are the particle counts
-summed over the T respaced steps (:func:`network_calls`); with the defaults and ``steps = 50``: 17 x 3 + 28 x 15 +
-5 x 3 = 486. The time-travel settings (jump_length, jump_n_sample, start_resampling) are not used.
+summed over the T respaced steps (:func:`network_calls`); with the defaults and ``steps = 40``: 14 x 3 + 22 x 20 +
+4 x 3 = 494. The time-travel settings (jump_length, jump_n_sample, start_resampling) are not used.
 
-Options (``settings.options``): ``particles`` (K in the window, default 15); ``outside`` (default 3; set it equal to K,
+Options (``settings.options``): ``particles`` (K in the window, default 20); ``outside`` (default 3; set it equal to K,
 or the window to [0, 1], for a fixed count); ``window_start`` / ``window_end`` (default 1/3 and 0.9); ``ess``
 (resampling threshold as a fraction of K, default 0.5); ``lookahead`` (lambda >= 0, default 8: weight of a second,
 gradient-free potential ``phi_t(x_t) = N(y; x0_hat(x_t)[known], (1 - abar_t) / lambda)`` built from the network's own
@@ -40,7 +40,7 @@ x_0 estimate, the reconstruction likelihood of the Twisted Diffusion Sampler (Wu
 weights, never in the proposal; phi = 1 after the last step, so the target is unchanged and lambda = 0 is plain
 MCGdiff-style twisting); ``variance`` (the reverse kernel's variance as improved DDPM's eq. 15 with a fixed v in
 [-1, 1]: -1 = beta~_t, +1 = beta_t, -2 = the model's own output; default 0.5). The defaults were chosen with
-``steps = 50`` (486 calls per image) on the ground-truth suite's selection problems; see docs/fidelity.md. Every
+``steps = 40`` (494 calls per image) on the ground-truth suite's selection problems; see docs/fidelity.md. Every
 random draw goes through the image's own generator: per step its particles' noise, then (if it resamples) one
 uniform; at the end one index.
 """
@@ -58,8 +58,9 @@ from .sampler_options import check_options
 
 __all__ = ["DEFAULT_OPTIONS", "network_calls", "particle_counts", "smc"]
 
-# chosen in stage 3 on the selection problems of benchmarks/groundtruth_suite.py (docs/fidelity.md), with steps=50
-DEFAULT_OPTIONS = {"particles": 15, "outside": 3, "window_start": 1 / 3, "window_end": 0.9, "ess": 0.5,
+# chosen in stages 3 and 5 on the selection problems of benchmarks/groundtruth_suite.py (docs/fidelity.md), with
+# steps=40
+DEFAULT_OPTIONS = {"particles": 20, "outside": 3, "window_start": 1 / 3, "window_end": 0.9, "ess": 0.5,
                    "lookahead": 8.0, "variance": 0.5}
 
 
