@@ -8,7 +8,7 @@ row per sampler).
     python scripts/face64_samplers.py --faces 16                      # all six settings
     python scripts/face64_samplers.py --faces 4 --kinds narrow half   # a reduced run
     python scripts/face64_samplers.py --confirm --faces 32            # the confirmation run (docs/fidelity.md)
-    python scripts/face64_samplers.py --only "smc T=25 K=20" --out docs/face64/smc_scheduled   # one sampler again
+    python scripts/face64_samplers.py --only "smc T=35" --out docs/face64/smc_scheduled   # one sampler again
 
 ``--confirm`` runs the pre-registered confirmation instead: the bundled default (RePaint, fast preset, 230 calls)
 against ``lanpaint`` at 46 steps (230 calls), on test faces and mask seeds disjoint from the first run's.
@@ -39,8 +39,9 @@ SAMPLERS = {
     "smc T=25 K=10 (250)": SamplerSettings(steps=25, jump_length=1, jump_n_sample=1, sampler="smc",
                                            options={"particles": 10, "outside": 10, "lookahead": 2.0,
                                                     "variance": 0.3}),
-    # the current defaults (particle schedule, K=20, lookahead 8, v=0.5) at 25 steps; run with --only "smc T=25 K=20"
-    "smc T=25 K=20 scheduled (313)": SamplerSettings(steps=25, sampler="smc"),
+    # the particle schedule at about 250 calls (the ground-truth stage-4 choice); run with --only "smc T=35"
+    "smc T=35 K=10 scheduled (245)": SamplerSettings(steps=35, sampler="smc", options={
+        "particles": 10, "outside": 3, "lookahead": 4.0, "variance": 0.5}),
     "lanpaint T=50 (250)": SamplerSettings(steps=50, sampler="lanpaint"),
     "copaint T=50 G=2 (150 + 100 backward)": SamplerSettings(steps=50, sampler="copaint"),
 }
