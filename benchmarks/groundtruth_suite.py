@@ -208,8 +208,8 @@ CANDIDATES5: dict[str, SamplerSettings] = {
 }
 
 
-def report3(n_easy: int, n_hard: int, n_random: int, problems, stage: int = 3) -> dict:
-    """Report 3 (``CANDIDATES3``, seeds from REPORT_SEED) or 5 (``CANDIDATES5``, seeds from FINAL_SEED)."""
+def report_candidates(n_easy: int, n_hard: int, n_random: int, problems, stage: int = 3) -> dict:
+    """Report 3 (``CANDIDATES3``, seeds from REPORT_SEED) or report 5 (``CANDIDATES5``, seeds from FINAL_SEED)."""
     candidates, seed = (CANDIDATES3, REPORT_SEED) if stage == 3 else (CANDIDATES5, FINAL_SEED)
     out = {"phase": "report", "stage": stage, "seed": seed, "problems": {}}
     for name in problems:
@@ -227,7 +227,7 @@ def report3(n_easy: int, n_hard: int, n_random: int, problems, stage: int = 3) -
     return out
 
 
-def tables3(stage: int = 3) -> str:
+def tables_by_stage(stage: int = 3) -> str:
     """One markdown table of every groundtruth_report<stage>_<problem>.json present."""
     lines = ["| problem | setting | calls | excluded [95 % CI] | spread ratio [95 % CI] | mean err | goal | "
              "vs paper: TV, spread error, mean err (upper 95 % bound of the difference) | non-inf. |",
@@ -289,12 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-random", type=int, default=1000, help="fills per setting, random problems, report 3")
     args = parser.parse_args(argv)
     if args.phase == "tables":
-        print(tables3(args.stage) if args.stage in (3, 5) else tables())
+        print(tables_by_stage(args.stage) if args.stage in (3, 5) else tables())
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.phase == "report" and args.stage in (3, 5):
         every = [*PROBLEMS, *(REPORT_RANDOM if args.stage == 3 else FINAL_RANDOM)]
-        report3(args.n_easy, args.n_hard, args.n_random, [args.problem] if args.problem else every, args.stage)
+        report_candidates(args.n_easy, args.n_hard, args.n_random, [args.problem] if args.problem else every, args.stage)
         return 0
     problems = [args.problem] if args.problem else list(PROBLEMS)
     result = select(args.n, args.stage) if args.phase == "select" else report(args.n_easy, args.n_hard, problems)
