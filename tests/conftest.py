@@ -1,6 +1,7 @@
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared test helpers (official.py, ...)
 
 from official import require_fixtures  # noqa: E402
+
+# Downloads and compiled kernels go to a folder of this test session, never to the user's cache.
+os.environ["REPAINT_HOME"] = tempfile.mkdtemp(prefix="repaint-home-")
 
 # The test networks are tiny: one thread is fastest and does not fight other processes for the two CI cores.
 torch.set_num_threads(int(os.environ.get("REPAINT_TEST_THREADS", "1")))

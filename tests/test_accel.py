@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -88,15 +89,43 @@ def test_auto_on_cpu_and_reference_are_plain_eager(unet, inputs, accel):
     assert torch.equal(fast(*inputs), unet(*inputs))
 
 
-def test_resolve_picks_fp16_and_channels_last_on_cuda_only():
-    cuda = Accel().resolve(torch.device("cuda"))  # a device object only; no GPU needed
-    assert (cuda.precision, cuda.channels_last) == ("fp16", True)
-    cpu = Accel().resolve("cpu")
-    assert (cpu.precision, cpu.channels_last) == ("fp32", False)
-    assert REFERENCE.resolve(torch.device("cuda")).label() == "fp32"
-    assert Accel(precision="bf16", compile=True, cuda_graphs=True).resolve(torch.device("cuda")).label() == (
-        "bf16+cl+compile+graphs"
-    )
+@pytest.fixture
+def compiler(monkeypatch):
+    """Set whether torch.compile "can run" on CUDA (no GPU is needed to resolve a plan)."""
+    import repaint.accel
+
+    def set_available(available: bool) -> None:
+        monkeypatch.setattr(repaint.accel, "compiler_available", lambda device: available)
+
+    return set_available
+
+
+def test_auto_on_cuda_is_compiled_fp16_with_graphs_where_a_compiler_runs(compiler):
+    cuda = torch.device("cuda")  # a device object only; no GPU needed
+    compiler(True)
+    assert Accel().resolve(cuda).label() == "fp16+cl+compile+graphs"
+    assert Accel(precision="bf16").resolve(cuda).label() == "bf16+cl+compile+graphs"
+    assert Accel(precision="fp16", compile=False).resolve(cuda).label() == "fp16"
+    assert Accel(compile=False).resolve(cuda).label() == "fp32"  # eager auto: the fastest eager mode, fp32
+    assert Accel(precision="fp32").resolve(cuda).label() == "fp32"  # fp32 executes like the reference
+    assert Accel(precision="reference-fp16").resolve(cuda).label() == "reference-fp16"
+    assert REFERENCE.resolve(cuda).label() == "fp32"
+    compiler(False)
+    assert Accel().resolve(cuda).label() == "fp32"
+    assert Accel(precision="bf16", compile=True).resolve(cuda).label() == "bf16+cl+compile+graphs"  # as asked
+
+
+def test_auto_on_cpu_changes_nothing_even_where_a_compiler_runs(compiler):
+    compiler(True)
+    plan = Accel().resolve("cpu")
+    assert (plan.precision, plan.channels_last, plan.compile, plan.cuda_graphs) == ("fp32", False, False, False)
+
+
+def test_auto_without_a_compiler_on_cuda_says_so(compiler, unet):
+    compiler(False)
+    with pytest.warns(UserWarning, match="torch.compile cannot run here"):
+        fast = accelerate(unet, Accel(), "cuda")
+    assert fast is unet  # fp32 eager: the network itself
 
 
 def test_bad_settings_are_errors():
@@ -196,6 +225,59 @@ def test_compiled_network_matches_eager(unet, inputs):
     assert out.dtype == torch.float32
     assert _rel(out, ref) <= 1e-5 and _rel(again, ref_again) <= 1e-5
     torch._dynamo.reset()
+
+
+def test_compiled_batch_is_dynamic_so_other_batch_sizes_do_not_recompile(unet):
+    """Batches of 2 and 3 share one compilation (the last, smaller batch of a run must not recompile); with
+    dynamic_batch=False each size compiles on its own. Both compute the eager function."""
+    from torch._dynamo.utils import counters
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 3, 16, 16, generator=gen)
+    t = torch.tensor([10, 500, 990])
+    for dynamic, graphs in ((True, 1), (False, 2)):
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = accelerate(unet, Accel(precision="fp32", compile=True, dynamic_batch=dynamic), "cpu")
+        with torch.no_grad():
+            for batch in (2, 3):
+                assert _rel(compiled(x[:batch], t[:batch]), unet(x[:batch], t[:batch])) <= 1e-5
+        assert counters["stats"]["unique_graphs"] == graphs, dynamic
+    torch._dynamo.reset()
+
+
+def test_compiled_code_goes_to_the_repaint_cache_unless_told_otherwise(monkeypatch, tmp_path):
+    from repaint.accel import CACHE_ENV, compile_cache_dir
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.setenv("REPAINT_HOME", str(tmp_path))
+    assert compile_cache_dir() == tmp_path / "torch-compile"
+    accelerate(torch.nn.Linear(2, 2), Accel(precision="fp32", compile=True), "cpu")
+    assert os.environ[CACHE_ENV] == str(tmp_path / "torch-compile")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert compile_cache_dir() == tmp_path / "mine"
+
+
+def test_a_failed_automatic_compile_falls_back_to_eager_with_a_warning(monkeypatch, unet, inputs):
+    """Where "auto" compiled by itself, a compiler failure costs speed, not the run; an explicit compile raises."""
+    from repaint.accel import _Compiled, _Forward
+
+    def broken_compile(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no working C++ compiler\nsecond line")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    plan = Accel(precision="fp32", compile=True).resolve("cpu")
+    eager = _Forward(unet, plan, torch.device("cpu"))
+    automatic = _Compiled(eager, plan, fallback=eager)
+    with torch.no_grad():
+        with pytest.warns(UserWarning, match="torch.compile failed .*no working C\\+\\+ compiler second line"):
+            out = automatic(*inputs)
+        assert torch.equal(out, unet(*inputs))
+        assert torch.equal(automatic(*inputs), out)  # no second warning, no second attempt
+        with pytest.raises(RuntimeError, match="no working"):
+            _Compiled(eager, plan, fallback=None)(*inputs)
 
 
 def test_guidance_through_a_compiled_classifier_matches_eager():

@@ -15,11 +15,19 @@ ran in.
 ``"fp16"``          the same in float16
 ``"reference-fp16"`` the reference's own ``use_fp16`` mode: the torso's convolutions in float16, no autocast
                     (:meth:`UNetModel.convert_torso`)
-``"auto"``          ``"fp16"`` on CUDA, ``"fp32"`` elsewhere (CPU stays exactly as it was). fp16 rather than bf16:
-                    both run at the same tensor-core rate on Hopper, and fp16's 11 significand bits keep one call
-                    within 0.1-0.2 % of float32 where bf16 measures 0.8-1.5 % (tests/test_accel.py); the released
-                    ImageNet models were themselves run with an fp16 torso by the reference.
+``"auto"``          on CUDA, where ``torch.compile`` can run (Triton on a GPU of compute capability 7.0 or newer):
+                    ``"fp16"``, compiled, replayed as CUDA graphs. fp16 rather than bf16: both run at the same
+                    tensor-core rate, and fp16's 11 significand bits keep one call within 0.1-0.2 % of float32
+                    where bf16 measures 0.8-1.5 % (tests/test_accel.py). On CUDA without a compiler: ``"fp32"``
+                    eager, with a warning (eager reduced precision measured slower than fp32 there:
+                    docs/performance.md). Elsewhere: ``"fp32"``, the network untouched.
 ==================  ================================================================================================
+
+``compile``, ``cuda_graphs`` and ``channels_last`` left at ``None`` follow the same rule: on for a reduced-precision
+run on CUDA that can compile, off otherwise; set them to force either way. A compiled call treats the batch size as
+dynamic (one compilation serves every batch of two or more; batch 1 gets its own), so the last, smaller batch of a
+run does not recompile. Compiled code is cached on disk (:func:`compile_cache_dir`), so only a machine's first run
+pays the full compilation.
 
 Weights are cast once, up front: autocast alone would cast all 552.8M parameters of the 256x256 model again on every
 call (about 3.3 GB of memory traffic per call).
@@ -30,13 +38,20 @@ Nothing here synchronises the host with the device, so the sampling loop keeps q
 from __future__ import annotations
 
 import copy
+import functools
+import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["Accel", "PRECISIONS", "TRAINING_PRECISIONS", "REFERENCE", "accelerate", "is_noop"]
+__all__ = [
+    "Accel", "PRECISIONS", "TRAINING_PRECISIONS", "REFERENCE", "accelerate", "is_noop", "compiler_available",
+    "compile_cache_dir", "describe",
+]
 
 # The one vocabulary of network precisions (sampling, training, the CLI). A checkpoint config's use_fp16 is the
 # reference's own flag for what is called "reference-fp16" here.
@@ -44,21 +59,31 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "reference-fp16")
 TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")   # training autocasts; it has no "auto" or reference mode
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "reference-fp16": torch.float16}
 _CAST_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding)  # matmul-like layers; norms stay float32
+_COMPILED_AUTO = "fp16"  # what "auto" computes in where the call is compiled (see the module docstring)
+_EAGER_AUTO = "fp32"     # ... and where it is not: the fastest eager mode measured on CUDA
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+# Compilation time of the 256x256 ADM UNet, measured on an H200 (docs/performance.md)
+COMPILE_COLD = "about a minute"
+COMPILE_WARM = "seconds"
 
 
 @dataclass(frozen=True)
 class Accel:
-    """How to execute the network. ``Accel()`` is the safe default: fast on CUDA, untouched on CPU."""
+    """How to execute the network. ``Accel()`` is the default: compiled fp16 on CUDA, untouched on CPU."""
 
     precision: str = "auto"             # one of PRECISIONS
-    channels_last: bool | None = None   # NHWC activations and weights; None = on for CUDA with bf16/fp16
-    compile: bool = False               # torch.compile the network (costs a warm-up of tens of seconds)
-    cuda_graphs: bool = False           # capture one CUDA graph per input shape and replay it
+    channels_last: bool | None = None   # NHWC activations and weights; None = with compile on CUDA (reduced precision)
+    compile: bool | None = None         # torch.compile; None = on CUDA for auto/bf16/fp16 where a compiler runs
+    cuda_graphs: bool | None = None     # one CUDA graph per input shape, replayed; None = whenever compiled on CUDA
     compile_mode: str | None = None     # torch.compile mode (None = inductor's default)
+    compile_options: tuple[tuple[str, object], ...] = ()  # inductor settings, e.g. (("coordinate_descent_tuning", True),)
+    dynamic_batch: bool = True          # compile the batch dimension as dynamic (batch 1 is compiled on its own)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.compile_mode is not None and self.compile_options:
+            raise ValueError("give compile_mode or compile_options, not both (torch.compile takes one)")
 
     @classmethod
     def reference(cls) -> "Accel":
@@ -66,23 +91,32 @@ class Accel:
         return cls(precision="fp32", channels_last=False, compile=False, cuda_graphs=False)
 
     def resolve(self, device: torch.device | str) -> "Accel":
-        """The concrete plan on ``device``: ``precision`` never "auto", ``channels_last`` never None."""
+        """The concrete plan on ``device``: no field left "auto" or None."""
         device = torch.device(device)
+        cuda = device.type == "cuda"
+        compile_ = self.compile
+        if compile_ is None:
+            compile_ = cuda and self.precision in ("auto", "bf16", "fp16") and compiler_available(device)
         precision = self.precision
         if precision == "auto":
-            precision = "fp16" if device.type == "cuda" else "fp32"
+            precision = _COMPILED_AUTO if cuda and compile_ else _EAGER_AUTO
+        reduced = precision in ("bf16", "fp16")
         channels_last = self.channels_last
         if channels_last is None:
-            channels_last = device.type == "cuda" and precision in ("bf16", "fp16")
-        if self.cuda_graphs and device.type != "cuda":
+            channels_last = cuda and compile_ and reduced
+        cuda_graphs = self.cuda_graphs
+        if cuda_graphs is None:
+            cuda_graphs = cuda and compile_
+        if cuda_graphs and not cuda:
             raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
-        return replace(self, precision=precision, channels_last=channels_last)
+        return replace(self, precision=precision, channels_last=channels_last, compile=compile_,
+                       cuda_graphs=cuda_graphs)
 
     def label(self) -> str:
-        """Short name, e.g. "bf16+cl+compile+graphs"."""
+        """Short name, e.g. "bf16+cl+compile+graphs" (of a resolved plan; "auto" fields print as "auto")."""
         parts = [self.precision]
         parts += ["cl"] if self.channels_last else []
-        parts += ["compile"] if self.compile else []
+        parts += ["compile"] if self.compile else ["compile?"] if self.compile is None else []
         parts += ["graphs"] if self.cuda_graphs else []
         return "+".join(parts)
 
@@ -94,6 +128,38 @@ def is_noop(accel: Accel, device: torch.device | str) -> bool:
     """Whether ``accel`` leaves the network exactly as it is on ``device``."""
     plan = accel.resolve(device)
     return plan.precision == "fp32" and not (plan.channels_last or plan.compile or plan.cuda_graphs)
+
+
+@functools.cache
+def compiler_available(device: torch.device | str) -> bool:
+    """Whether ``torch.compile``'s default backend can generate code for ``device`` here (Triton on CUDA)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    try:
+        from torch.utils._triton import has_triton
+
+        return bool(has_triton())
+    except Exception:  # an old or broken Triton: no compiler
+        return False
+
+
+def describe(accel: Accel, device: torch.device | str) -> str:
+    """One line on how the network will execute, with the cost of compiling where it compiles."""
+    plan = accel.resolve(device)
+    text = plan.label()
+    if plan.compile:
+        text += (f" (the first call compiles the network: {COMPILE_COLD} on a machine's first run, "
+                 f"{COMPILE_WARM} after that, from {compile_cache_dir()})")
+    return text
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled kernels are kept between runs: $TORCHINDUCTOR_CACHE_DIR if set, else a folder of the model
+    cache (:func:`repaint.home.home_dir`), so a machine compiles a network once, not once per boot."""
+    from .home import home_dir
+
+    return Path(os.environ.get(CACHE_ENV) or home_dir() / "torch-compile")
 
 
 def accelerate(
@@ -116,9 +182,14 @@ def accelerate(
     Returns ``net`` itself when the plan changes nothing (``Accel()`` on CPU, :data:`REFERENCE` anywhere), so those
     outputs are bitwise those of ``net``. The returned callable's first argument ``x`` is float [B, C, H, W].
     CUDA graphs are used only without autograd (under ``torch.no_grad``); a call that needs gradients (classifier
-    guidance) runs the converted network directly.
+    guidance) runs the converted network directly. Where "auto" wanted a compiler and none runs here, or compiling
+    fails, a warning says so and the call runs eagerly.
     """
     device = torch.device(device) if device is not None else _device_of(net)
+    if accel.precision == "auto" and accel.compile is None and device.type == "cuda" and not compiler_available(device):
+        warnings.warn("torch.compile cannot run here (it needs Triton and a GPU of compute capability 7.0 or newer): "
+                      f"the network runs eagerly in {_EAGER_AUTO}, about 2-3x slower (docs/performance.md)",
+                      stacklevel=2)
     plan = accel.resolve(device)
     if is_noop(plan, device):
         return net
@@ -130,7 +201,7 @@ def accelerate(
         torch.backends.cudnn.benchmark = True  # process-wide: fixed shapes, so let cuDNN pick the fastest kernels
     fn: Callable[..., torch.Tensor] = _Forward(net, plan, device)
     if plan.compile:
-        fn = torch.compile(fn, mode=plan.compile_mode, dynamic=False)
+        fn = _Compiled(fn, plan, fallback=fn if accel.compile is None else None)
     if plan.cuda_graphs:
         fn = _GraphedCall(fn)
     return fn
@@ -182,6 +253,43 @@ class _Forward(nn.Module):
         with torch.autocast(self.device_type, dtype=self.dtype):
             out = self.net(x, *args, **kwargs)
         return out.float().contiguous()
+
+
+class _Compiled:
+    """``torch.compile`` of a call, with the batch dimension dynamic and compiled code cached on disk.
+
+    Every tensor argument whose first dimension is the batch is marked dynamic when the batch is 2 or more (a batch
+    of 1 is specialised by the compiler anyway), so tiles, images and samples in batches of any size share one
+    compilation. ``fallback`` (an eager callable) replaces the compiled one, with a warning, if compiling fails;
+    without it the error is raised.
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor], plan: Accel, fallback: Callable[..., torch.Tensor] | None):
+        os.environ.setdefault(CACHE_ENV, str(compile_cache_dir()))
+        options = dict(plan.compile_options) or None
+        self.compiled = torch.compile(fn, mode=plan.compile_mode, options=options,
+                                      dynamic=None if plan.dynamic_batch else False)
+        self.fn = self.compiled
+        self.fallback = fallback
+        self.dynamic_batch = plan.dynamic_batch
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.fn is self.compiled and self.dynamic_batch and x.shape[0] > 1:
+            for value in (x, *args, *kwargs.values()):
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == x.shape[0]:
+                    torch._dynamo.mark_dynamic(value, 0)
+        try:
+            return self.fn(x, *args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as error:
+            if self.fallback is None or self.fn is self.fallback:
+                raise
+            first = " ".join(str(error).split())[:300]
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {first}); the network runs eagerly",
+                          stacklevel=2)
+            self.fn = self.fallback
+            return self.fn(x, *args, **kwargs)
 
 
 class _GraphedCall:

@@ -18,6 +18,7 @@ import torch
 
 from .accel import Accel, accelerate
 from .diffusion import Diffusion
+from .home import home_dir
 from .presets import (
     PRESETS,
     CheckpointError,
@@ -71,7 +72,7 @@ def default_model_path() -> Path:
 
 def _search_dirs() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get(CHECKPOINT_DIRS_ENV, "").split(os.pathsep) if p]
-    return dirs + [Path.cwd(), Path.cwd() / "data" / "pretrained", Path.home() / ".cache" / "repaint"]
+    return dirs + [Path.cwd(), Path.cwd() / "data" / "pretrained", home_dir()]
 
 
 def resolve_checkpoint(name_or_path: str) -> tuple[Path, str | None]:

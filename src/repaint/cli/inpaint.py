@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import torch
 
-from ..accel import PRECISIONS, Accel
+from ..accel import PRECISIONS, Accel, describe
 from ..api import (
     FIT_STRATEGIES, InpaintRequest, inpaint_stream, plan, planned_calls, read_image, read_mask, write_result,
 )
@@ -76,10 +76,13 @@ def _label_for(seed: int, classes: int) -> int:
 @click.option("--save-frames", type=click.IntRange(min=1), default=None,
               help="Also save the x0 estimate every N network calls to OUT/frames/ (model size, per window).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="Network precision: auto = fp16 on CUDA, fp32 on CPU; fp32 executes like the reference.")
-@click.option("--compile", "compile_net", is_flag=True, help="torch.compile the network (worth it for long runs).")
-@click.option("--cuda-graphs", is_flag=True,
-              help="Replay the network as a CUDA graph (CUDA only; one capture per batch shape).")
+              help="Network precision: auto = fp16 compiled with CUDA graphs on CUDA, fp32 on CPU; fp32 executes "
+                   "like the reference.")
+@click.option("--compile/--no-compile", "compile_net", default=None,
+              help="torch.compile the network.  [default: on CUDA for auto, bf16 and fp16]")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None,
+              help="Replay the network as CUDA graphs (CUDA only; one capture per batch shape).  [default: with "
+                   "--compile on CUDA]")
 @click.pass_context
 @handles_errors
 def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -> None:
@@ -129,6 +132,7 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
                f"({inpainter.image_size}x{inpainter.image_size}"
                f"{', class-conditional' if inpainter.num_classes else ''}) on {inpainter.device}")
     click.echo(f"sampler: {settings.describe()} -> {per_batch} network calls per batch")
+    click.echo(f"network: {describe(inpainter.accel, inpainter.device)}")
     for pairs, dirs, conf_batch in groups:
         _run(inpainter, pairs, dirs, settings, seeds, labels, scale, opts, conf_batch or opts["batch_size"])
 
