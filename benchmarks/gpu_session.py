@@ -42,7 +42,8 @@ SCAN = (2, 4, 16, 32)
 class Session:
     """Stages run in order while the budget lasts; the JSON is rewritten after each one."""
 
-    def __init__(self, out: Path, budget: float):
+    def __init__(self, out: Path, budget: float, only: list[str] | None = None):
+        self.only = only
         self.out = out
         self.deadline = time.monotonic() + budget
         self.data: dict = dict(stages={}, rows=[], errors={})
@@ -52,6 +53,8 @@ class Session:
         return self.deadline - time.monotonic()
 
     def stage(self, name: str, needs: float, fn, *args) -> None:
+        if self.only and name not in self.only:
+            return
         if self.left() < needs:
             print(f"[skip] {name}: {self.left():.0f} s left, needs about {needs:.0f}", flush=True)
             self.data["stages"][name] = dict(skipped=True, left_s=self.left())
@@ -293,19 +296,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=540, help="seconds for all stages (default: %(default)s)")
     parser.add_argument("--faces", help="64x64 faces (folder or .tar) for the fill check")
     parser.add_argument("--preset", default="celeba256", help="architecture, random weights (default: %(default)s)")
+    parser.add_argument("--stages", help="run only these stages (comma-separated names, in the usual order)")
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: a dry run of the script
     args = parser.parse_args(argv)
     for name, value in (("cache_size_limit", 64), ("recompile_limit", 64), ("accumulated_cache_size_limit", 512),
                         ("accumulated_recompile_limit", 512)):
         if hasattr(torch._dynamo.config, name):  # this script compiles many modes in one process
             setattr(torch._dynamo.config, name, value)
-    s = Session(Path(args.out), args.budget)
+    s = Session(Path(args.out), args.budget, args.stages.split(",") if args.stages else None)
     device = torch.device(args.device)
     if device.type == "cuda":
         s.stage("environment", 30, stage_environment, s, device)
     b = Bench(s, device, args.preset)
     s.data["default_plan"] = asdict(Accel().resolve(device))
     s.stage("auto batch 8", 60, lambda: b.time_modes(["auto"], 8))
+    if s.only and "numerics of auto" in s.only:  # a short session's correctness check of the default alone
+        s.stage("numerics of auto", 10, lambda: gpu_check.check_outputs(
+            b.unet, b.config, device, 4, modes={"auto": Accel()}, fast={"auto": b.callable("auto")}))
+    s.stage("profile", 20, stage_profile, s, b)
     s.stage("auto batch 1", 60, lambda: b.time_modes(["auto"], 1))
     s.stage("batch scan", 40, lambda: [b.time_modes(["auto"], batch, rounds=3, calls=3) for batch in SCAN])
     s.stage("numerics", 30, lambda: gpu_check.check_outputs(b.unet, b.config, device, 4,
@@ -318,7 +326,6 @@ def main(argv: list[str] | None = None) -> int:
         s.stage("face fills", 60, stage_faces, s, device, args.faces)
     s.stage("warm-cache compile", 60, stage_warm_compile, s, b)
     s.stage("real run", 40, stage_real_run, s, b)
-    s.stage("profile", 20, stage_profile, s, b)
     for variant in VARIANTS:
         s.stage(f"variant {variant}", 100, lambda v=variant: b.time_modes(["auto", v], 8, rounds=3, calls=4))
     failed = [r["check"] for r in gpu_check.RESULTS if not r["ok"]]

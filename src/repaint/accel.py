@@ -229,9 +229,21 @@ def _convert(net: nn.Module, plan: Accel) -> nn.Module:
         for layer in net.modules():
             if isinstance(layer, _CAST_LAYERS):
                 layer.to(_DTYPES[plan.precision])
+    if plan.compile:
+        _swap_group_norms(net)
     if plan.channels_last:
         net.to(memory_format=torch.channels_last)
     return net.eval()
+
+
+def _swap_group_norms(net: nn.Module) -> None:
+    """Every GroupNorm32 of ``net`` becomes a GroupNormForCompile (same function and parameters), whose per-channel
+    reductions compile to kernels that read channels-last memory with unit stride."""
+    from .models.nn import GroupNorm32, GroupNormForCompile
+
+    for module in net.modules():
+        if type(module) is GroupNorm32:
+            module.__class__ = GroupNormForCompile
 
 
 class _Forward(nn.Module):
