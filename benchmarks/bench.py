@@ -40,6 +40,7 @@ from repaint.schedule import JumpSchedule, transitions
 MODES: dict[str, Accel] = {
     "reference": Accel.reference(),                              # float32, eager, NCHW: as the reference runs
     "auto": Accel(),                      # the library default: compiled fp16 + CUDA graphs on CUDA, fp32 on CPU
+    "auto-eager": Accel(compile=False),   # the default where no compiler runs: fp16 + CUDA graphs, NCHW
     "reference-fp16": Accel("reference-fp16", channels_last=False),  # the reference's own use_fp16 mode
     "fp32-cl": Accel("fp32", channels_last=True),
     "fp32-graphs": Accel("fp32", cuda_graphs=True),
@@ -56,6 +57,7 @@ MODES: dict[str, Accel] = {
     "fp16-static-compile-graphs": Accel("fp16", compile=True, cuda_graphs=True, dynamic_batch=False),
     "fp16-cdt-compile-graphs": Accel("fp16", compile=True, cuda_graphs=True,
                                      compile_options=(("coordinate_descent_tuning", True),)),
+    "fp16-cmn-compile-graphs": Accel("fp16", compile=True, cuda_graphs=True, channel_moments_norm=True),
 }
 DEFAULT_MODES = {
     "cuda": ["reference", "auto", "fp16", "fp16-graphs", "fp32-graphs", "bf16-compile-graphs"],

@@ -34,8 +34,8 @@ from repaint.pipeline import unet_model_fn  # noqa: E402
 from repaint.presets import build_model, get_preset  # noqa: E402
 
 EAGER = ["fp32-graphs", "fp16", "fp16-cl", "fp16-graphs", "bf16"]
-VARIANTS = ["fp16-nocl-compile-graphs", "bf16-compile-graphs", "fp16-static-compile-graphs",
-            "fp16-cdt-compile-graphs"]
+VARIANTS = ["fp16-cmn-compile-graphs", "fp16-nocl-compile-graphs", "bf16-compile-graphs",
+            "fp16-static-compile-graphs", "fp16-cdt-compile-graphs"]
 SCAN = (2, 4, 16, 32)
 
 

@@ -15,16 +15,17 @@ ran in.
 ``"fp16"``          the same in float16
 ``"reference-fp16"`` the reference's own ``use_fp16`` mode: the torso's convolutions in float16, no autocast
                     (:meth:`UNetModel.convert_torso`)
-``"auto"``          on CUDA, where ``torch.compile`` can run (Triton on a GPU of compute capability 7.0 or newer):
-                    ``"fp16"``, compiled, replayed as CUDA graphs. fp16 rather than bf16: both run at the same
-                    tensor-core rate, and fp16's 11 significand bits keep one call within 0.1-0.2 % of float32
-                    where bf16 measures 0.8-1.5 % (tests/test_accel.py). On CUDA without a compiler: ``"fp32"``
-                    eager, with a warning (eager reduced precision measured slower than fp32 there:
-                    docs/performance.md). Elsewhere: ``"fp32"``, the network untouched.
+``"auto"``          on CUDA: ``"fp16"`` replayed as CUDA graphs, compiled (channels-last) where ``torch.compile`` can
+                    run (Triton on a GPU of compute capability 7.0 or newer), eager (NCHW) with a warning where it
+                    cannot. fp16 rather than bf16: both run at the same tensor-core rate, and fp16's 11
+                    significand bits keep one call within 0.1-0.2 % of float32 where bf16 measures 0.8-1.5 %
+                    (tests/test_accel.py; 0.10 % and 1.2 % on an H200). Elsewhere: ``"fp32"``, the network
+                    untouched.
 ==================  ================================================================================================
 
-``compile``, ``cuda_graphs`` and ``channels_last`` left at ``None`` follow the same rule: on for a reduced-precision
-run on CUDA that can compile, off otherwise; set them to force either way. A compiled call treats the batch size as
+``compile`` and ``channels_last`` left at ``None`` are on for a reduced-precision run on CUDA that can compile, off
+otherwise; ``cuda_graphs`` at ``None`` is on wherever the call is compiled or the precision is "auto" on CUDA. Set
+them to force either way (eager GroupNorm on channels-last memory is slow, which is why eager calls stay NCHW). A compiled call treats the batch size as
 dynamic (one compilation serves every batch of two or more; batch 1 gets its own), so the last, smaller batch of a
 run does not recompile. Compiled code is cached on disk (:func:`compile_cache_dir`), so only a machine's first run
 pays the full compilation.
@@ -59,12 +60,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "reference-fp16")
 TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")   # training autocasts; it has no "auto" or reference mode
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "reference-fp16": torch.float16}
 _CAST_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding)  # matmul-like layers; norms stay float32
-_COMPILED_AUTO = "fp16"  # what "auto" computes in where the call is compiled (see the module docstring)
-_EAGER_AUTO = "fp32"     # ... and where it is not: the fastest eager mode measured on CUDA
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
-# Compilation time of the 256x256 ADM UNet, measured on an H200 (docs/performance.md)
-COMPILE_COLD = "about a minute"
-COMPILE_WARM = "seconds"
+# First-call time of the compiled 256x256 ADM UNet on an H200 (docs/performance.md): compilation, cuDNN's autotuning
+# and the graph capture. Batch 1 is a second compilation (57 s cold).
+COMPILE_COLD = "about 90 s for a 256x256 model"
+COMPILE_WARM = "about 20 s"
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class Accel:
     compile_mode: str | None = None     # torch.compile mode (None = inductor's default)
     compile_options: tuple[tuple[str, object], ...] = ()  # inductor settings, e.g. (("coordinate_descent_tuning", True),)
     dynamic_batch: bool = True          # compile the batch dimension as dynamic (batch 1 is compiled on its own)
+    channel_moments_norm: bool = False  # compiled calls take GroupNorm from per-channel moments (not yet timed on a GPU)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -99,14 +100,14 @@ class Accel:
             compile_ = cuda and self.precision in ("auto", "bf16", "fp16") and compiler_available(device)
         precision = self.precision
         if precision == "auto":
-            precision = _COMPILED_AUTO if cuda and compile_ else _EAGER_AUTO
+            precision = "fp16" if cuda else "fp32"
         reduced = precision in ("bf16", "fp16")
         channels_last = self.channels_last
-        if channels_last is None:
+        if channels_last is None:  # eager GroupNorm on channels-last memory is slow: only for compiled calls
             channels_last = cuda and compile_ and reduced
         cuda_graphs = self.cuda_graphs
         if cuda_graphs is None:
-            cuda_graphs = cuda and compile_
+            cuda_graphs = cuda and (compile_ or self.precision == "auto")
         if cuda_graphs and not cuda:
             raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
         return replace(self, precision=precision, channels_last=channels_last, compile=compile_,
@@ -155,11 +156,29 @@ def describe(accel: Accel, device: torch.device | str) -> str:
 
 
 def compile_cache_dir() -> Path:
-    """Where compiled kernels are kept between runs: $TORCHINDUCTOR_CACHE_DIR if set, else a folder of the model
-    cache (:func:`repaint.home.home_dir`), so a machine compiles a network once, not once per boot."""
+    """Where compiled kernels are kept between runs: $TORCHINDUCTOR_CACHE_DIR if the user set it, else a folder of
+    the model cache (:func:`repaint.home.home_dir`), so a machine compiles a network once, not once per boot.
+
+    PyTorch writes its own default (a folder under /tmp) into $TORCHINDUCTOR_CACHE_DIR as soon as the compiler is
+    imported; that value counts as unset.
+    """
     from .home import home_dir
 
-    return Path(os.environ.get(CACHE_ENV) or home_dir() / "torch-compile")
+    value = os.environ.get(CACHE_ENV)
+    if value and os.path.abspath(value) != _torch_default_cache_dir():
+        return Path(value)
+    return home_dir() / "torch-compile"
+
+
+def _torch_default_cache_dir() -> str | None:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # PyTorch before 2.5 keeps it elsewhere
+        try:
+            from torch._inductor.utils import default_cache_dir
+        except ImportError:
+            return None
+    return os.path.abspath(default_cache_dir())
 
 
 def accelerate(
@@ -188,8 +207,8 @@ def accelerate(
     device = torch.device(device) if device is not None else _device_of(net)
     if accel.precision == "auto" and accel.compile is None and device.type == "cuda" and not compiler_available(device):
         warnings.warn("torch.compile cannot run here (it needs Triton and a GPU of compute capability 7.0 or newer): "
-                      f"the network runs eagerly in {_EAGER_AUTO}, about 2-3x slower (docs/performance.md)",
-                      stacklevel=2)
+                      "the network runs eagerly in fp16 with CUDA graphs, 1.9x (batch 8) to 3.4x (batch 1) slower "
+                      "than compiled on an H200 (docs/performance.md)", stacklevel=2)
     plan = accel.resolve(device)
     if is_noop(plan, device):
         return net
@@ -229,7 +248,7 @@ def _convert(net: nn.Module, plan: Accel) -> nn.Module:
         for layer in net.modules():
             if isinstance(layer, _CAST_LAYERS):
                 layer.to(_DTYPES[plan.precision])
-    if plan.compile:
+    if plan.compile and plan.channel_moments_norm:
         _swap_group_norms(net)
     if plan.channels_last:
         net.to(memory_format=torch.channels_last)
@@ -277,7 +296,7 @@ class _Compiled:
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], plan: Accel, fallback: Callable[..., torch.Tensor] | None):
-        os.environ.setdefault(CACHE_ENV, str(compile_cache_dir()))
+        os.environ[CACHE_ENV] = str(compile_cache_dir())
         options = dict(plan.compile_options) or None
         self.compiled = torch.compile(fn, mode=plan.compile_mode, options=options,
                                       dynamic=None if plan.dynamic_batch else False)
