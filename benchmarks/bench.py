@@ -34,7 +34,8 @@ from repaint.accel import Accel, accelerate, is_noop
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.pipeline import unet_model_fn
 from repaint.presets import UNetConfig, build_model, get_preset
-from repaint.sampler import make_generators, repaint
+from repaint.samplers.common import make_generators
+from repaint.samplers.repaint import repaint
 from repaint.schedule import JumpSchedule, transitions
 
 MODES: dict[str, Accel] = {

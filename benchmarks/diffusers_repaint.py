@@ -27,7 +27,7 @@ import diffusers
 from test_diffusers_adapter import _replayed_noise, images_and_mask, save_pipeline
 
 from repaint.pipeline import Inpainter
-from repaint.sampler import repaint
+from repaint.samplers.repaint import repaint
 from repaint.settings import SamplerSettings
 
 

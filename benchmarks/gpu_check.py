@@ -31,7 +31,8 @@ from repaint.accel import Accel, accelerate
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.pipeline import resolve_checkpoint, unet_model_fn
 from repaint.presets import build_model, get_preset, load_checkpoint
-from repaint.sampler import classifier_guidance, make_generators, repaint, repaint_iter
+from repaint.samplers.common import classifier_guidance, make_generators
+from repaint.samplers.repaint import repaint, repaint_iter
 from repaint.schedule import jump_schedule
 
 BOUNDS = {"bf16": 3e-2, "fp16": 1e-2, "reference-fp16": 1e-2, "fp32": 1e-5}

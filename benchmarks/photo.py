@@ -26,6 +26,7 @@ from PIL import Image
 
 from repaint import api
 from repaint.settings import resolve_settings
+from repaint.samplers import describe
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -101,7 +102,7 @@ def main() -> None:
         "hole": f"{args.hole}x{args.hole} ({args.hole ** 2 / (args.width * args.height):.1%} of the photo)",
         "fit": fit,
         "windows": [vars(w) for w in windows],
-        "schedule": settings.describe(),
+        "schedule": describe(settings),
         "network_calls": calls,
         "seconds": {k: round(v, 3) for k, v in timings.items()},
         "seconds_in_network_calls": round(network[0], 3),

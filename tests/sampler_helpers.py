@@ -5,7 +5,7 @@ import torch
 
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.gmm import image_mixture
-from repaint.sampler import make_generators
+from repaint.samplers.common import make_generators
 from repaint.samplers import get_sampler
 
 MIX = image_mixture(4)

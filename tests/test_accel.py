@@ -12,7 +12,8 @@ from repaint.accel import REFERENCE, Accel, accelerate, is_noop
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.models import EncoderUNetModel, UNetModel
 from repaint.pipeline import unet_model_fn
-from repaint.sampler import classifier_guidance, make_generators, repaint
+from repaint.samplers.common import classifier_guidance, make_generators
+from repaint.samplers.repaint import repaint
 from repaint.schedule import jump_schedule
 
 

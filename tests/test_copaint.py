@@ -3,7 +3,7 @@
 import pytest
 from sampler_helpers import MIX, assert_known_exact_and_seeded_per_image, run_on_mixture
 
-from repaint.copaint import network_calls
+from repaint.samplers.copaint import network_calls
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.gmm import disharmony_problem
 from repaint.groundtruth import run_sampler, score

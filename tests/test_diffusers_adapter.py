@@ -26,7 +26,7 @@ from repaint.pipeline import Inpainter
 from repaint.samplers import SAMPLERS
 from repaint.settings import SamplerSettings
 from repaint.presets import CheckpointError
-from repaint.sampler import repaint
+from repaint.samplers.repaint import repaint
 from repaint.schedule import JumpSchedule
 
 SIZE = 16

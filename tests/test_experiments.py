@@ -5,7 +5,7 @@ import pytest
 from evaluation_helpers import image_folder, tiny_model
 
 from repaint import experiments as ex
-from repaint import sdedit
+from repaint.samplers import sdedit
 from repaint.evaluate import EvalError
 from repaint.pipeline import Inpainter
 from repaint.samplers import get_sampler
@@ -32,7 +32,7 @@ def test_sdedit_schedule_goes_to_half_then_repeats_half_to_zero():
     assert sdedit.sdedit_schedule(6, 2, restart=2) == [5, 4, 3, 2, 1, 0, 1, 2, 1, 0, -1]
     with pytest.raises(ValueError, match="restart"):
         sdedit.sdedit_schedule(6, 2, restart=6)
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match="no option.*repeat; options: repeats, restart"):
         sdedit.sdedit_settings_schedule(SamplerSettings(sampler="sdedit_repeat", options={"repeat": 2}), 10)
     assert get_sampler("sdedit_repeat") is sdedit.sdedit_repeat
 

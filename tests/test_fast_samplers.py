@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from repaint.diffusion import Diffusion, DiffusionConfig
-from repaint.fast_samplers import _ddim_step, grouped_moves, time_travel_iter
+from repaint.samplers.time_travel import _ddim_step, grouped_moves, time_travel_iter
 from repaint.gmm import image_mixture
 from repaint.samplers import get_sampler
-from repaint.sampler import make_generators
+from repaint.samplers.common import make_generators
 from repaint.schedule import jump_schedule
 from repaint.settings import FAST, SamplerSettings
 

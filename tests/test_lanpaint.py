@@ -6,7 +6,7 @@ from sampler_helpers import MIX, assert_known_exact_and_seeded_per_image, run_on
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.gmm import disharmony_problem
 from repaint.groundtruth import run_sampler, score
-from repaint.lanpaint import network_calls
+from repaint.samplers.lanpaint import network_calls
 from repaint.settings import SamplerSettings
 
 

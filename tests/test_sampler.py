@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from repaint.diffusion import Diffusion, DiffusionConfig
-from repaint.sampler import SamplingError, Step, classifier_guidance, make_generators, repaint, repaint_iter
-from repaint.sampler import _denoise_step
+from repaint.samplers.common import SamplingError, Step, classifier_guidance, make_generators
+from repaint.samplers.repaint import repaint, repaint_iter
+from repaint.samplers.repaint import _denoise_step
 from repaint.schedule import jump_schedule
 
 

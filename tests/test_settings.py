@@ -1,4 +1,4 @@
-"""What ``SamplerSettings.describe`` shows is what each sampler really reads."""
+"""What each sampler's table entry says it reads (and ``describe`` shows) is what it really reads."""
 
 import dataclasses
 
@@ -6,22 +6,35 @@ import pytest
 import torch
 from sampler_helpers import run_on_mixture
 
-from repaint.samplers import SAMPLERS, network_calls
-from repaint.settings import ETA_SAMPLERS, TIME_TRAVEL_SAMPLERS, SamplerSettings
+from repaint.samplers import SAMPLERS, describe, network_calls
+from repaint.settings import SamplerSettings
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_time_travel_and_eta_lists_match_what_samplers_read(name):
+def test_each_entry_says_which_schedule_fields_its_sampler_reads(name):
     base = SamplerSettings(steps=10, jump_length=2, jump_n_sample=3, sampler=name)
     other_jumps = dataclasses.replace(base, jump_length=3, jump_n_sample=2)
     reads_jumps = network_calls(base, 10) != network_calls(other_jumps, 10)
-    assert reads_jumps == (name in TIME_TRAVEL_SAMPLERS)
-    assert ("jump_length" in base.describe()) == (name in TIME_TRAVEL_SAMPLERS)
+    assert reads_jumps == SAMPLERS[name].reads_jumps
+    assert ("jump_length" in describe(base)) == SAMPLERS[name].reads_jumps
 
     small = SamplerSettings(steps=4, jump_length=1, jump_n_sample=1, sampler=name, clip_denoised=False)
     outputs = [run_on_mixture(dataclasses.replace(small, eta=eta), [5])[0] for eta in (0.0, 1.0)]
-    assert (not torch.equal(*outputs)) == (name in ETA_SAMPLERS)
-    assert ("eta=" in small.describe()) == (name in ETA_SAMPLERS)
+    assert (not torch.equal(*outputs)) == SAMPLERS[name].reads_eta
+    assert ("eta=" in describe(small)) == SAMPLERS[name].reads_eta
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_each_entry_lists_the_options_its_sampler_takes(name):
+    """An option the entry lists is accepted; one it does not list is refused, naming the sampler."""
+    row = SAMPLERS[name]
+    for key, default in row.options.items():
+        if default is not None:
+            row.calls(SamplerSettings(steps=10, jump_length=2, jump_n_sample=2, sampler=name, options={key: default}), 10)
+    with pytest.raises(ValueError, match=f"{name}.*no option"):
+        settings = SamplerSettings(steps=10, jump_length=2, jump_n_sample=2, sampler=name, options={"no_such_option": 1})
+        row.calls(settings, 10)
+        row.run(None, None, None, None, settings=settings, generators=[])
 
 
 def test_the_bundled_model_defaults_to_lanpaint_and_the_presets_mean_repaint():

@@ -10,7 +10,7 @@ from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.gmm import disharmony_problem
 from repaint.groundtruth import run_sampler, score
 from repaint.settings import SamplerSettings
-from repaint.smc import _resample, network_calls, particle_counts
+from repaint.samplers.smc import _resample, network_calls, particle_counts
 
 
 def _settings(**options):

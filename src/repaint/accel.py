@@ -1,6 +1,6 @@
 """Fast execution of the denoiser: reduced precision, channels-last, ``torch.compile`` and CUDA graphs.
 
-The sampler (:mod:`repaint.sampler`) calls the network 2,410 times per image at the paper's schedule; all of the time
+The sampler (:mod:`repaint.samplers`) calls the network 2,410 times per image at the paper's schedule; all of the time
 is in those calls. :func:`accelerate` wraps a network (or any ``model(x, t, ...)`` callable) in a callable with the same
 signature that runs faster and still returns float32, so the diffusion maths stays in float32 whatever the network
 ran in.
@@ -51,7 +51,7 @@ from torch import nn
 
 __all__ = [
     "Accel", "PRECISIONS", "TRAINING_PRECISIONS", "REFERENCE", "accelerate", "is_noop", "compiler_available",
-    "compile_cache_dir", "describe",
+    "compile_cache_dir", "execution_summary",
 ]
 
 # The one vocabulary of network precisions (sampling, training, the CLI). A checkpoint config's use_fp16 is the
@@ -145,7 +145,7 @@ def compiler_available(device: torch.device | str) -> bool:
         return False
 
 
-def describe(accel: Accel, device: torch.device | str) -> str:
+def execution_summary(accel: Accel, device: torch.device | str) -> str:
     """One line on how the network will execute, with the cost of compiling where it compiles."""
     plan = accel.resolve(device)
     text = plan.label()

@@ -46,7 +46,7 @@ from .io import ImageError, OutputDirs, read_rgb, to_uint8
 from .masks import MaskError, read_keep_mask
 from .pipeline import Inpainter
 from .samplers import network_calls
-from .sampler import Step
+from .samplers.common import Step
 from .settings import SamplerSettings
 
 __all__ = [

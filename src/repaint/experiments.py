@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .evaluate import (SETTING_TITLES, EvalError, EvalReport, _csv, _write_text, evaluate, load_model,
                        resolve_metrics, shard)
-from .sdedit import sdedit_schedule
+from .samplers.sdedit import sdedit_schedule
 from .settings import SamplerSettings
 from .schedule import JumpSchedule, count_network_calls
 

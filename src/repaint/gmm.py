@@ -351,7 +351,7 @@ def sample_problem(settings, problem: InpaintingProblem, n: int, seed: int, *, l
 
     from .diffusion import DiffusionConfig
     from .samplers import get_sampler
-    from .sampler import make_generators
+    from .samplers.common import make_generators
 
     diffusion = Diffusion(DiffusionConfig(steps, noise_schedule, settings.respacing(), learn_sigma))
     exact = problem.mixture.denoiser(diffusion)

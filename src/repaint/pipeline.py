@@ -1,6 +1,6 @@
 """From checkpoint to inpainted images: model resolution, the UNet adapter and the :class:`Inpainter`.
 
-This is the layer the CLI, the evaluation and the benchmarks share. The sampler itself (:mod:`repaint.sampler`)
+This is the layer the CLI, the evaluation and the benchmarks share. The sampler itself (:mod:`repaint.samplers`)
 knows nothing about checkpoints; the networks (:mod:`repaint.models`) know nothing about diffusion. The adapter
 :func:`unet_model_fn` is where checkpoint quirks live: class labels are bound here, and the network is handed the
 original-process timesteps the sampler passes.
@@ -28,7 +28,7 @@ from .presets import (
     load_checkpoint,
     read_checkpoint,
 )
-from .sampler import ModelFn, Step, classifier_guidance, make_generators
+from .samplers.common import ModelFn, Step, classifier_guidance, make_generators
 from .samplers import get_sampler
 from .settings import PAPER, SamplerSettings
 

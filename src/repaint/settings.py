@@ -1,10 +1,15 @@
-"""How to sample, declared once: :class:`SamplerSettings`, the named schedule presets and the schedule rule.
+"""How to sample, declared once: :class:`SamplerSettings`, the named schedules and the schedule rule.
 
 The CLI options, the API, the web app and the reference-config loader all build their settings here, so a schedule
 field has one name, one default and one meaning everywhere.
 
-The schedule rule (:func:`resolve_settings`): start from the model's recommended schedule (or a named preset, which
-sets every schedule field, ``start_resampling`` included), then apply each explicitly given field on its own.
+The schedule rule (:func:`resolve_settings`): start from the model's recommended schedule (or a named schedule,
+"paper" or "fast", which sets every schedule field, ``start_resampling`` included), then apply each explicitly given
+field on its own.
+
+Vocabulary, the same in code, command line, web app and docs: ``steps`` is T, the respaced length of the chain;
+``jump_length`` is j; ``jump_n_sample`` is r, the number of times each jump is resampled; a *schedule* is a named set
+of these ("paper", "fast"); a *preset* is a named model (see ``repaint models``), never a schedule.
 """
 
 from __future__ import annotations
@@ -18,18 +23,12 @@ from .schedule import JUMP_FIELDS, JumpParams, JumpSchedule
 __all__ = [
     "SamplerSettings",
     "SCHEDULE_FIELDS",
-    "SCHEDULE_PRESETS",
+    "SCHEDULES",
     "PAPER",
     "FAST",
     "resolve_settings",
     "with_overrides",
 ]
-
-
-# Which samplers read the jump fields (time travel) and eta; the other settings every sampler reads. A test checks
-# these against the sampler table's call counts and code (tests/test_settings.py).
-TIME_TRAVEL_SAMPLERS = frozenset({"repaint", "ddim_repaint", "ddnm"})   # sdedit_repeat: its own options
-ETA_SAMPLERS = frozenset({"ddim_repaint", "ddnm", "copaint"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +39,7 @@ class SamplerSettings(JumpParams):
     steps: int = 250                  # respaced steps T (timestep_respacing is str(steps) unless given)
     timestep_respacing: str = ""      # overrides steps, e.g. "10,10,10" or "ddim50"
     sampler: str = "repaint"          # name in repaint.samplers.SAMPLERS
-    injection: str = "reference"      # "reference" or "paper" (see repaint.sampler)
+    injection: str = "reference"      # "reference" or "paper" (see repaint.samplers.repaint)
     paste_known: bool = True          # copy the exact known pixels into the result at the end
     clip_denoised: bool = True
     eta: float = 1.0                  # stochasticity of DDIM-type samplers (1 = DDPM-like)
@@ -67,19 +66,6 @@ class SamplerSettings(JumpParams):
     def jump_schedule(self, t_T: int) -> JumpSchedule:
         return JumpSchedule(t_T, **{name: getattr(self, name) for name in JUMP_FIELDS})
 
-    def describe(self) -> str:
-        """One line: the sampler and the settings it uses (no jump fields for a sampler without time travel, eta only
-        for the DDIM-based ones)."""
-        parts = [self.sampler, f"steps={self.respacing()}"]
-        if self.sampler in TIME_TRAVEL_SAMPLERS:
-            parts += [f"jump_length={self.jump_length}", f"jump_n_sample={self.jump_n_sample}"]
-            if self.start_resampling < 100_000_000:
-                parts.append(f"start_resampling={self.start_resampling}")
-        if self.sampler in ETA_SAMPLERS:
-            parts.append(f"eta={self.eta:g}")
-        parts += [f"{k}={v}" for k, v in sorted(self.options.items())]
-        return " ".join(parts)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -91,8 +77,8 @@ class SamplerSettings(JumpParams):
         return cls(**data)
 
 
-# The fields a schedule preset sets (and the CLI's schedule options override one by one). The presets are RePaint's
-# schedules, so they set the sampler (and clear its options) too: --paper on a model whose own default is another
+# The fields a named schedule sets (and the CLI's schedule options override one by one). The named schedules are
+# RePaint's, so they set the sampler (and clear its options) too: --paper on a model whose own default is another
 # sampler still means the paper's method.
 SCHEDULE_FIELDS = ("steps", "jump_length", "jump_n_sample", "start_resampling", "timestep_respacing", "sampler",
                    "options")
@@ -104,7 +90,7 @@ PAPER = SamplerSettings()  # T=250, j=10, r=10: 2,410 network calls
 # it leaves 0.040 [0.034, 0.045] of fills in the excluded component against the paper setting's 0.028 (difference
 # +0.012 [+0.004, +0.019]), and it is not shown equivalent on any problem (docs/fidelity.md).
 FAST = SamplerSettings(steps=50, jump_length=5, jump_n_sample=10, start_resampling=20)
-SCHEDULE_PRESETS: dict[str, SamplerSettings] = {"paper": PAPER, "fast": FAST}
+SCHEDULES: dict[str, SamplerSettings] = {"paper": PAPER, "fast": FAST}
 
 
 def with_overrides(settings: SamplerSettings, **changes) -> SamplerSettings:
@@ -114,19 +100,19 @@ def with_overrides(settings: SamplerSettings, **changes) -> SamplerSettings:
 
 def resolve_settings(
     recommended: SamplerSettings = PAPER,
-    preset: str | None = None,
+    schedule: str | None = None,
     **overrides,
 ) -> SamplerSettings:
-    """The one schedule rule: ``recommended`` (the model's, or a config file's), or the named ``preset`` that sets
+    """The one schedule rule: ``recommended`` (the model's, or a config file's), or the named ``schedule`` that sets
     every schedule field; then each override that is not None replaces its own field only.
 
     An explicit ``steps`` clears a ``timestep_respacing`` string inherited from the base, so ``steps`` means what it
     says. Unknown field names and out-of-range values raise ValueError (one line).
     """
-    if preset is not None:
-        if preset not in SCHEDULE_PRESETS:
-            raise ValueError(f"unknown schedule preset {preset!r}; choose from {', '.join(SCHEDULE_PRESETS)}")
-        base = replace(recommended, **{k: getattr(SCHEDULE_PRESETS[preset], k) for k in SCHEDULE_FIELDS})
+    if schedule is not None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
+        base = replace(recommended, **{k: getattr(SCHEDULES[schedule], k) for k in SCHEDULE_FIELDS})
     else:
         base = recommended
     unknown = sorted(set(overrides) - {f.name for f in fields(SamplerSettings)})

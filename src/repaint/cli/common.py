@@ -9,7 +9,7 @@ import warnings
 import click
 import torch
 
-from ..sampler import SamplingError
+from ..samplers.common import SamplingError
 
 __all__ = [
     "InputError", "handles_errors", "device_of", "explicit_options", "schedule_options", "settings_from", "check_seed",

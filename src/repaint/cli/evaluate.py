@@ -11,6 +11,7 @@ import click
 from ..api import FIT_STRATEGIES
 from .common import (check_seed, device_of, handles_errors, parse_settings, schedule_options, settings_from,
                      unet_config_option)
+from ..samplers import describe
 
 EVAL_EXAMPLES = """
 \b
@@ -83,7 +84,7 @@ def evaluate_command(images: Path, out_dir: Path, model: str, published: str | N
 
     check_seed(opts["seed"], 1000 * 1000)
     settings = settings_from(recommended_settings(model), opts)
-    click.echo(f"sampler: {settings.describe()}")
+    click.echo(f"sampler: {describe(settings)}")
     report = evaluate(images, out_dir, model, settings=settings, paper=published,
                       class_label=class_label, **_eval_kwargs(opts))
     click.echo(f"report: {out_dir / 'report.md'}" + ("" if report.complete else " (incomplete)"))

@@ -10,14 +10,14 @@ from pathlib import Path
 import click
 import torch
 
-from ..accel import PRECISIONS, Accel, describe
+from ..accel import PRECISIONS, Accel, execution_summary
 from ..api import (
     FIT_STRATEGIES, InpaintRequest, inpaint_stream, plan, planned_calls, read_image, read_mask, write_result,
 )
 from ..files import ensure_writable
 from ..io import OutputDirs, save_image
-from ..sampler import INJECTION_MODES
-from ..samplers import network_calls
+from ..samplers.repaint import INJECTION_MODES
+from ..samplers import describe, network_calls
 from .common import (
     InputError, check_seed, device_of, echo, explicit_options, handles_errors, parse_settings, schedule_options,
     settings_from, unet_config_option,
@@ -131,8 +131,8 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     click.echo(f"model: {model if conf is None or 'model' in explicit else conf.model_path} "
                f"({inpainter.image_size}x{inpainter.image_size}"
                f"{', class-conditional' if inpainter.num_classes else ''}) on {inpainter.device}")
-    click.echo(f"sampler: {settings.describe()} -> {per_batch} network calls per batch")
-    click.echo(f"network: {describe(inpainter.accel, inpainter.device)}")
+    click.echo(f"sampler: {describe(settings)} -> {per_batch} network calls per batch")
+    click.echo(f"network: {execution_summary(inpainter.accel, inpainter.device)}")
     for pairs, dirs, conf_batch in groups:
         _run(inpainter, pairs, dirs, settings, seeds, labels, scale, opts, conf_batch or opts["batch_size"])
 

@@ -12,6 +12,7 @@ from ..presets import PRESETS
 from ..schedule import JumpSchedule
 from ..groundtruth import PROBLEMS
 from .common import InputError, handles_errors, schedule_options, settings_from
+from ..samplers import describe
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def validate(problem: str | None, count: int, seed: int, **opts) -> None:
 
     settings = settings_from(PAPER, opts)
     result = run_validation(settings, n=count, seed=seed, problem=get_problem(problem) if problem else None)
-    click.echo(f"{settings.describe()}: {result['calls']} network calls per image, {result['seconds']:.1f} s")
+    click.echo(f"{describe(settings)}: {result['calls']} network calls per image, {result['seconds']:.1f} s")
     click.echo(f"  wrong-component share (TV of weights): {result['component_tv']:.4f}")
     click.echo(f"  error of the conditional mean:         {result['mean_error']:.4f}")
     click.echo(f"  sliced Wasserstein to exact samples:   {result['sliced_w2']:.4f}")

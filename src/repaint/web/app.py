@@ -20,7 +20,8 @@ from PIL import Image
 
 from ..api import Cancelled
 from .limits import Busy, check_pixels, decode_mask
-from .runner import SAMPLER_CHOICES, SCHEDULES, RunOptions, Runner, write_animation
+from ..samplers import describe
+from .runner import SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner, write_animation
 
 __all__ = ["build_app", "editor_arrays"]
 
@@ -116,7 +117,7 @@ class _Page:
         animation = str(write_animation(out.frames, folder / "x0_estimate.gif")) if out.frames else None
         h, w = photo.shape[:2]
         status = (f"{len(files)} sample(s) of {w}x{h} in {out.seconds:.1f} s: {out.calls} network calls "
-                  f"({out.settings.describe()}), {len(out.result.windows)} window(s)")
+                  f"({describe(out.settings)}), {len(out.result.windows)} window(s)")
         return gallery, animation, files, status
 
     def stop(self, request=None) -> str:
@@ -170,7 +171,7 @@ def build_app(runner: Runner, out_dir: Path | None = None):
                 model = gr.Dropdown(runner.menu.names, value=runner.menu.names[0], label="Model", elem_id="model")
                 sampler = gr.Dropdown(list(SAMPLER_CHOICES), value="recommended", label="Sampler", elem_id="sampler",
                                       info="recommended = the model's own (lanpaint for the bundled face model)")
-                schedule = gr.Radio(list(SCHEDULES), value="recommended", label="Schedule", elem_id="schedule",
+                schedule = gr.Radio(list(SCHEDULE_CHOICES), value="recommended", label="Schedule", elem_id="schedule",
                                     info="recommended = the model's own; custom uses T, j, r below")
                 with gr.Row(visible=False) as custom_row:
                     steps = gr.Number(label="T (steps)", value=50, precision=0, minimum=2, elem_id="steps")

@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..api import Cancelled
 from .limits import Busy, TooLarge, decode_image, decode_mask
-from .runner import SAMPLER_CHOICES, SCHEDULES, RunOptions, Runner
+from ..samplers import describe
+from .runner import SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner
 
 __all__ = ["api_router", "limit_request_size"]
 
@@ -63,7 +64,7 @@ def api_router(runner: Runner) -> APIRouter:
 
     @router.get("/models")
     def models() -> dict:
-        return {"models": runner.menu.names, "samplers": list(SAMPLER_CHOICES), "schedules": list(SCHEDULES),
+        return {"models": runner.menu.names, "samplers": list(SAMPLER_CHOICES), "schedules": list(SCHEDULE_CHOICES),
                 "max_samples": limits.max_samples, "max_pixels": limits.max_pixels,
                 "max_upload_bytes": limits.max_upload_bytes}
 
@@ -98,7 +99,7 @@ def api_router(runner: Runner) -> APIRouter:
         except (RuntimeError, MemoryError, Cancelled) as err:
             return _error(500, str(err) or type(err).__name__)
         headers = {"X-Repaint-Seeds": ",".join(map(str, opts.seeds)), "X-Repaint-Calls": str(out.calls),
-                   "X-Repaint-Settings": out.settings.describe()}
+                   "X-Repaint-Settings": describe(out.settings)}
         samples = out.result.samples
         if len(samples) == 1:
             return Response(_png(next(iter(samples.values()))), media_type="image/png", headers=headers)

@@ -18,16 +18,16 @@ from PIL import Image
 
 from ..api import Cancelled, InpaintResult, Progress, inpaint, planned_calls
 from ..samplers import SAMPLERS
-from ..settings import SCHEDULE_PRESETS, SamplerSettings, resolve_settings
+from ..settings import SCHEDULES, SamplerSettings, resolve_settings
 from .limits import Limits, RunGate, check_pixels
 from .models import ModelMenu
 
-__all__ = ["SAMPLER_CHOICES", "SCHEDULES", "RunOptions", "RunOutput", "Runner", "write_animation"]
+__all__ = ["SAMPLER_CHOICES", "SCHEDULE_CHOICES", "RunOptions", "RunOutput", "Runner", "write_animation"]
 
 # "recommended" is the model's own sampler and schedule (the bundled face model's: lanpaint, 46 steps); the presets
 # and "custom" (the paper's schedule with the T, j, r given: resampling at every t, so T=250, j=10, r=10 is 2,410
 # calls on any model) are RePaint's. An explicit sampler overrides the schedule's.
-SCHEDULES = ("recommended", *SCHEDULE_PRESETS, "custom")
+SCHEDULE_CHOICES = ("recommended", *SCHEDULES, "custom")
 SAMPLER_CHOICES = ("recommended", *SAMPLERS)
 FRAMES_PER_RUN = 48      # x0 estimates kept for the animation
 ANIMATION_SIDE = 256     # small models' frames are enlarged (nearest neighbour) to at least this many pixels
@@ -101,16 +101,16 @@ class Runner:
             raise ValueError(f"unknown model {opts.model!r}; this server offers: {', '.join(self.menu.entries)}")
         if opts.sampler not in SAMPLER_CHOICES:
             raise ValueError(f"unknown sampler {opts.sampler!r}; choose from {', '.join(SAMPLER_CHOICES)}")
-        if opts.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {opts.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if opts.schedule not in SCHEDULE_CHOICES:
+            raise ValueError(f"unknown schedule {opts.schedule!r}; choose from {', '.join(SCHEDULE_CHOICES)}")
         if not 1 <= opts.n_samples <= self.limits.max_samples:
             raise ValueError(f"number of samples must be 1..{self.limits.max_samples}, got {opts.n_samples}")
 
     def settings(self, recommended: SamplerSettings, opts: RunOptions) -> SamplerSettings:
         custom = opts.schedule == "custom"   # the paper's schedule with the T, j, r typed in, nothing hidden
-        preset = opts.schedule if opts.schedule in SCHEDULE_PRESETS else ("paper" if custom else None)
+        named = opts.schedule if opts.schedule in SCHEDULES else ("paper" if custom else None)
         return resolve_settings(
-            recommended, preset=preset, sampler=None if opts.sampler == "recommended" else opts.sampler,
+            recommended, schedule=named, sampler=None if opts.sampler == "recommended" else opts.sampler,
             steps=opts.steps if custom else None, jump_length=opts.jump_length if custom else None,
             jump_n_sample=opts.jump_n_sample if custom else None,
         )

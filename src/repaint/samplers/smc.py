@@ -52,11 +52,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .diffusion import Diffusion
-from .sampler import SamplingError, Step, _as_batch_mask
-from .sampler_options import check_options
+from ..diffusion import Diffusion
+from .common import Sampler, SamplingError, Step, as_batch_mask, check_options
 
-__all__ = ["DEFAULT_OPTIONS", "network_calls", "particle_counts", "smc"]
+__all__ = ["DEFAULT_OPTIONS", "SAMPLER", "network_calls", "particle_counts", "smc"]
 
 # chosen in stages 3 and 5 on the selection problems of benchmarks/groundtruth_suite.py (docs/fidelity.md), with
 # steps=40
@@ -136,7 +135,7 @@ def smc(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *, se
     """Inpaint ``gt`` [B, C, H, W] (in [-1, 1]) where ``mask`` (1 = known) is 0 by twisted SMC (module docstring).
 
     Returns [B, C, H, W] with the known pixels equal to ``gt``. ``cond_fn`` (classifier guidance) shifts each reverse
-    kernel's mean by variance * gradient, as in :func:`repaint.sampler.repaint`.
+    kernel's mean by variance * gradient, as in :func:`repaint.samplers.repaint.repaint`.
     """
     options = _options(settings)
     threshold, lookahead = options["ess"], options["lookahead"]
@@ -144,7 +143,7 @@ def smc(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *, se
     if len(generators) != gt.shape[0]:
         raise ValueError(f"need one generator per image: {len(generators)} generators for a batch of {gt.shape[0]}")
     b, shape = gt.shape[0], tuple(gt.shape[1:])
-    batch_mask = _as_batch_mask(mask, gt).expand(b, *shape)
+    batch_mask = as_batch_mask(mask, gt).expand(b, *shape)
     abar = torch.from_numpy(diffusion.tables64["alphas_cumprod"]).to(gt.device)
     steps = diffusion.num_timesteps
     counts = particle_counts(settings, steps) + [1]
@@ -210,3 +209,6 @@ def smc(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *, se
     if not bool(torch.isfinite(current).all()):
         raise SamplingError("the model produced NaN or infinite values; the result was discarded")
     return current
+
+
+SAMPLER = Sampler(smc, network_calls, "twisted SMC, K particles per image mid-chain; asymptotically exact", options=DEFAULT_OPTIONS)

@@ -1,9 +1,6 @@
 """The RePaint sampling loop (Lugmayr et al. 2022, Alg. 1), as a function over any model callable.
 
-A *model* here is any callable ``model(x, model_t) -> output``: ``x`` float [B, C, H, W] in the network's input range,
-``model_t`` int64 [B] original-process timesteps; ``output`` is [B, 2C, H, W] (eps and the learned-range variance
-value) for a learned-sigma diffusion, [B, C, H, W] (eps) otherwise. Class labels and other conditioning are bound
-into the callable (see :func:`repaint.pipeline.unet_model_fn`), so a user can bring any denoiser.
+The model is any callable of the contract in :mod:`repaint.samplers.common`.
 
 Two ways to join the known region:
 
@@ -20,78 +17,16 @@ Re-noising steps (schedule going up) are single DDPM forward steps with the resp
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 
-from .diffusion import Diffusion
-from .schedule import transitions
+from ..diffusion import Diffusion
+from ..schedule import transitions
+from .common import CondFn, ModelFn, NoiseFn, Sampler, Step, as_batch_mask, noise_source, run_steps
 
-__all__ = [
-    "Step", "SamplingError", "repaint", "repaint_iter", "run_steps", "classifier_guidance", "make_generators", "randn",
-]
-
-ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-CondFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-NoiseFn = Callable[[torch.Tensor], torch.Tensor]
+__all__ = ["INJECTION_MODES", "SAMPLER", "repaint", "repaint_iter", "sample"]
 
 INJECTION_MODES = ("reference", "paper")
-
-
-class SamplingError(RuntimeError):
-    """The sampler could not produce a valid image (e.g. the model returned NaN)."""
-
-
-@dataclass
-class Step:
-    """One transition of the walk, as yielded by :func:`repaint_iter`.
-
-    ``kind`` is "reverse" (a denoising step at ``t_last``: one network call) or "forward" (re-noising into ``t_cur``).
-    ``x`` is the running image after the transition, ``pred_xstart`` the latest x_0 estimate (None before the first
-    network call). ``index`` counts transitions from 0 to ``total - 1``; ``calls`` counts network calls so far.
-    """
-
-    index: int
-    total: int
-    calls: int
-    t_last: int
-    t_cur: int
-    kind: str
-    x: torch.Tensor
-    pred_xstart: torch.Tensor | None
-
-
-def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
-    """One seeded generator per image, on ``device``."""
-    return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
-
-
-def randn(like: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """Standard-normal noise shaped like ``like``; image i drawn from ``generators[i]``.
-
-    Each image's stream depends only on its own generator, so a result does not change with the batch it runs in.
-    """
-    if len(generators) != like.shape[0]:
-        raise ValueError(f"need one generator per image: {len(generators)} generators for a batch of {like.shape[0]}")
-    return torch.cat(
-        [torch.randn((1, *like.shape[1:]), generator=g, device=like.device, dtype=like.dtype) for g in generators]
-    )
-
-
-def classifier_guidance(classifier: Callable, y: torch.Tensor, scale: float = 1.0) -> CondFn:
-    """Gradient of ``scale * log p(y | x_t)`` under a noisy-image classifier (Dhariwal & Nichol 2021, Alg. 1).
-
-    ``classifier(x, model_t) -> logits`` [B, K]. The sampler adds ``variance * gradient`` to the posterior mean.
-    """
-
-    def cond_fn(x: torch.Tensor, model_t: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)
-            log_probs = torch.log_softmax(classifier(x_in, model_t), dim=-1)
-            chosen = log_probs[torch.arange(len(y), device=y.device), y]
-            return torch.autograd.grad(chosen.sum(), x_in)[0] * scale
-
-    return cond_fn
 
 
 def repaint_iter(
@@ -138,8 +73,8 @@ def repaint_iter(
         raise ValueError(f"schedule starts at t={pairs[0][0]} but the diffusion has {diffusion.num_timesteps} steps")
     if max(max(pair) for pair in pairs) >= diffusion.num_timesteps:
         raise ValueError(f"schedule goes above t={diffusion.num_timesteps - 1}, the diffusion's last step")
-    mask = _as_batch_mask(mask, gt)
-    noise = _noise_source(generators, noise_fn, gt.shape[0])
+    mask = as_batch_mask(mask, gt)
+    noise = noise_source(generators, noise_fn, gt.shape[0])
 
     x = noise(gt) if x_T is None else x_T.to(gt)
     pred_xstart = None
@@ -181,19 +116,6 @@ def repaint(
     return run_steps(repaint_iter(model, diffusion, times, gt, mask, **kwargs), callback, check_finite)
 
 
-def run_steps(
-    steps: Iterator[Step], callback: Callable[[Step], None] | None = None, check_finite: bool = True
-) -> torch.Tensor:
-    """Drive any step iterator to its end, calling ``callback`` per step; the final image, checked for NaN/inf."""
-    step = None
-    for step in steps:
-        if callback is not None:
-            callback(step)
-    if check_finite and not bool(torch.isfinite(step.x).all()):
-        raise SamplingError("the model produced NaN or infinite values; the result was discarded")
-    return step.x
-
-
 def _denoise_step(model, diffusion, x, t_host, t, gt, mask, noise, cond_fn, clip_denoised, injection, inject):
     """One reverse step at ``t`` (``t_host`` on the host, ``t`` a [B] tensor) with known-region joining.
 
@@ -217,26 +139,19 @@ def _denoise_step(model, diffusion, x, t_host, t, gt, mask, noise, cond_fn, clip
     return sample, out["pred_xstart"]
 
 
-def _as_batch_mask(mask: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Mask as float [B, 1 or C, H, W] on gt's device; values must already be 0/1."""
-    mask = mask.to(device=gt.device, dtype=gt.dtype)
-    if mask.dim() == 2:
-        mask = mask[None, None]
-    elif mask.dim() == 3:
-        mask = mask[:, None]
-    if mask.dim() != 4 or mask.shape[-2:] != gt.shape[-2:] or mask.shape[1] not in (1, gt.shape[1]):
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit images of shape {tuple(gt.shape)}")
-    if mask.shape[0] not in (1, gt.shape[0]):
-        raise ValueError(f"{mask.shape[0]} masks for a batch of {gt.shape[0]} images")
-    return mask.expand(gt.shape[0], -1, -1, -1)
+def sample(model, diffusion, gt, mask, *, settings, generators, cond_fn=None, callback=None):
+    """RePaint with the jump schedule (Lugmayr et al. 2022, Alg. 1 with resampling)."""
+    if settings.options:
+        raise ValueError(f"sampler 'repaint' has no option(s) {', '.join(sorted(settings.options))}")
+    times = settings.jump_schedule(diffusion.num_timesteps).times()
+    return repaint(
+        model, diffusion, times, gt, mask, generators=generators, cond_fn=cond_fn, callback=callback,
+        clip_denoised=settings.clip_denoised, injection=settings.injection, paste_known=settings.paste_known,
+    )
 
 
-def _noise_source(generators, noise_fn, batch) -> NoiseFn:
-    if noise_fn is not None:
-        return noise_fn
-    if generators is None:
-        raise ValueError("pass one torch.Generator per image (generators=...) or a noise_fn")
-    generators = list(generators)
-    if len(generators) != batch:
-        raise ValueError(f"need one generator per image: {len(generators)} generators for a batch of {batch}")
-    return lambda like: randn(like, generators)
+def _calls(settings, num_timesteps: int) -> int:
+    return settings.jump_schedule(num_timesteps).network_calls()
+
+
+SAMPLER = Sampler(sample, _calls, "the paper's RePaint: DDPM steps, jump schedule", reads_jumps=True)

@@ -1,7 +1,7 @@
 """Samplers beyond the paper: DDIM-RePaint and DDNM (listed by name in :data:`repaint.samplers.SAMPLERS`).
 
 Both walk the same jump schedule as RePaint (:mod:`repaint.schedule`, ``start_resampling`` included) on a respaced
-diffusion, with two differences from :func:`repaint.sampler.repaint`:
+diffusion, with two differences from :func:`repaint.samplers.repaint.repaint`:
 
 * a denoising step ``t -> t - 1`` is a DDIM step (Song et al. 2021, eq. 12) with stochasticity ``eta`` between the
   respaced levels ``abar_t`` and ``abar_{t-1}``: ``x_{t-1} = sqrt(abar_{t-1}) x0 + sqrt(1 - abar_{t-1} - sigma^2) eps
@@ -21,7 +21,7 @@ They differ in how the known pixels ``y = mask * gt`` enter:
   (A = A^+ = diag(mask)) is ``mask * gt + (1 - mask) * x0|t``; the step then uses eps re-derived from x_t and x0_hat,
   so at eta = 1 it samples q(x_{t-1} | x_t, x0_hat) exactly as DDNM eq. 12.
 
-Every random draw goes through the per-image generators (:func:`repaint.sampler.randn`); per denoising step the draw
+Every random draw goes through the per-image generators (:func:`repaint.samplers.common.randn`); per denoising step the draw
 order is the join noise (ddim_repaint only), then the step noise (not on the last step); one draw per jump.
 """
 
@@ -31,12 +31,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from .diffusion import Diffusion
-from .settings import SamplerSettings
-from .sampler import ModelFn, Step, _as_batch_mask, randn, run_steps
-from .schedule import transitions
+from ..diffusion import Diffusion
+from ..schedule import transitions
+from .common import ModelFn, Sampler, Step, as_batch_mask, check_options, randn, run_steps
 
-__all__ = ["ddim_repaint", "ddnm", "time_travel_iter", "grouped_moves", "JOINS"]
+__all__ = ["DDIM_REPAINT", "DDNM", "ddim_repaint", "ddnm", "time_travel_iter", "grouped_moves", "JOINS"]
 
 JOINS = ("repaint", "ddnm")
 
@@ -74,7 +73,7 @@ def time_travel_iter(
 ) -> Iterator[Step]:
     """Walk ``times`` with DDIM(eta) steps down and forward-marginal jumps up, yielding a :class:`Step` per move.
 
-    Args as :func:`repaint.sampler.repaint_iter`; ``join`` is "repaint" or "ddnm" (module docstring). ``gt`` [B, C,
+    Args as :func:`repaint.samplers.repaint.repaint_iter`; ``join`` is "repaint" or "ddnm" (module docstring). ``gt`` [B, C,
     H, W] in [-1, 1], ``mask`` 1 = known. ``cond_fn(x, model_t)`` guidance shifts eps by ``-sqrt(1 - abar_t) grad``
     (Dhariwal & Nichol 2021, Alg. 2). Steps are numbered over the grouped moves (:func:`grouped_moves`).
     """
@@ -85,7 +84,7 @@ def time_travel_iter(
     moves = grouped_moves(times)
     if not moves or moves[-1][1] != -1 or max(max(m) for m in moves) >= diffusion.num_timesteps:
         raise ValueError(f"a schedule must end at t = -1 and stay below t = {diffusion.num_timesteps}")
-    mask = _as_batch_mask(mask, gt)
+    mask = as_batch_mask(mask, gt)
     generators = list(generators)
     abar = torch.from_numpy(diffusion.tables64["alphas_cumprod"])
     x = randn(gt, generators) if x_T is None else x_T.to(gt)
@@ -130,15 +129,9 @@ def _ddim_step(model, diffusion, x, t, abar, gt, mask, generators, join, eta, co
     return x_prev, x0
 
 
-def _check_options(settings: SamplerSettings, allowed: tuple[str, ...] = ()) -> None:
-    unknown = sorted(set(settings.options) - set(allowed))
-    if unknown:
-        raise ValueError(f"sampler {settings.sampler!r} has no option(s) {', '.join(unknown)}")
-
-
 def _make_sampler(join: str, doc: str):
     def sampler(model, diffusion, gt, mask, *, settings, generators, cond_fn=None, callback=None):
-        _check_options(settings)
+        check_options(settings, {})
         times = settings.jump_schedule(diffusion.num_timesteps).times()
         steps = time_travel_iter(
             model, diffusion, times, gt, mask, generators=generators, join=join, eta=settings.eta,
@@ -153,3 +146,12 @@ def _make_sampler(join: str, doc: str):
 
 ddim_repaint = _make_sampler("repaint", "RePaint's known-region join with DDIM(eta) steps and jump time travel.")
 ddnm = _make_sampler("ddnm", "DDNM: null-space projection of the x0 estimate, DDIM(eta) steps and time travel.")
+
+
+def _calls(settings, num_timesteps: int) -> int:
+    return settings.jump_schedule(num_timesteps).network_calls()
+
+
+DDIM_REPAINT = Sampler(ddim_repaint, _calls, "RePaint's join with DDIM(eta) steps, same jump schedule",
+                       reads_jumps=True, reads_eta=True)
+DDNM = Sampler(ddnm, _calls, "DDNM null-space projection with time travel", reads_jumps=True, reads_eta=True)

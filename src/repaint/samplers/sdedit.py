@@ -3,10 +3,11 @@ denoise again. It is one more jump schedule for the RePaint loop (sampler ``"sde
 
 from __future__ import annotations
 
-from .sampler import repaint
-from .settings import SamplerSettings
+from ..schedule import count_network_calls
+from .common import Sampler
+from .repaint import repaint
 
-__all__ = ["sdedit_schedule", "sdedit_settings_schedule", "sdedit_repeat"]
+__all__ = ["SAMPLER", "sdedit_schedule", "sdedit_settings_schedule", "sdedit_repeat"]
 
 
 def sdedit_schedule(t_T: int, repeats: int, restart: int | None = None) -> list[int]:
@@ -30,11 +31,11 @@ def sdedit_schedule(t_T: int, repeats: int, restart: int | None = None) -> list[
     return times + [-1]
 
 
-def sdedit_settings_schedule(settings: SamplerSettings, t_T: int) -> list[int]:
+def sdedit_settings_schedule(settings, t_T: int) -> list[int]:
     """The schedule of ``settings.options`` ({"repeats": k, "restart": t or None}) at ``t_T`` respaced steps."""
     unknown = sorted(set(settings.options) - {"repeats", "restart"})
     if unknown:
-        raise ValueError(f"unknown option(s) of sampler sdedit_repeat: {', '.join(unknown)}")
+        raise ValueError(f"sampler 'sdedit_repeat' has no option(s) {', '.join(unknown)}; options: repeats, restart")
     return sdedit_schedule(t_T, int(settings.options.get("repeats", 1)), settings.options.get("restart"))
 
 
@@ -45,3 +46,11 @@ def sdedit_repeat(model, diffusion, gt, mask, *, settings, generators, cond_fn=N
         model, diffusion, times, gt, mask, generators=generators, cond_fn=cond_fn, callback=callback,
         clip_denoised=settings.clip_denoised, injection=settings.injection, paste_known=settings.paste_known,
     )
+
+
+def _calls(settings, num_timesteps: int) -> int:
+    return count_network_calls(sdedit_settings_schedule(settings, num_timesteps))
+
+
+SAMPLER = Sampler(sdedit_repeat, _calls, "Table 4: denoise to T/2, then re-noise and repeat",
+                  options={"repeats": 1, "restart": None})

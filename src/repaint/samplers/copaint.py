@@ -25,11 +25,10 @@ from collections.abc import Callable
 
 import torch
 
-from .diffusion import Diffusion
-from .sampler import SamplingError, Step, _as_batch_mask, randn
-from .sampler_options import check_options
+from ..diffusion import Diffusion
+from .common import Sampler, SamplingError, Step, as_batch_mask, check_options, randn
 
-__all__ = ["DEFAULT_OPTIONS", "copaint", "network_calls"]
+__all__ = ["DEFAULT_OPTIONS", "SAMPLER", "copaint", "network_calls"]
 
 DEFAULT_OPTIONS = {"grad_steps": 2, "lr": 1.0, "coef": 1.0}
 
@@ -58,13 +57,13 @@ def copaint(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *
             cond_fn: Callable | None = None, callback: Callable[[Step], None] | None = None) -> torch.Tensor:
     """Inpaint ``gt`` [B, C, H, W] (in [-1, 1]) where ``mask`` (1 = known) is 0; returns [B, C, H, W].
 
-    ``cond_fn`` guidance shifts eps by ``-sqrt(1 - abar_t) grad`` as in :mod:`repaint.fast_samplers`.
+    ``cond_fn`` guidance shifts eps by ``-sqrt(1 - abar_t) grad`` as in :mod:`repaint.samplers.time_travel`.
     """
     options = _options(settings)
     if settings.eta < 0:
         raise ValueError(f"eta must be >= 0, got {settings.eta}")
     generators = list(generators)
-    mask = _as_batch_mask(mask, gt)
+    mask = as_batch_mask(mask, gt)
     abar = torch.from_numpy(diffusion.tables64["alphas_cumprod"])
     steps, channels = diffusion.num_timesteps, gt.shape[1]
     x = randn(gt, generators)
@@ -99,3 +98,6 @@ def copaint(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *
     if not bool(torch.isfinite(x).all()):
         raise SamplingError("the model produced NaN or infinite values; the result was discarded")
     return x
+
+
+SAMPLER = Sampler(copaint, network_calls, "CoPaint: gradient steps on x_t, then DDIM", reads_eta=True, options=DEFAULT_OPTIONS)

@@ -30,11 +30,10 @@ from collections.abc import Callable
 
 import torch
 
-from .diffusion import Diffusion
-from .sampler import SamplingError, Step, _as_batch_mask, randn
-from .sampler_options import check_options
+from ..diffusion import Diffusion
+from .common import Sampler, SamplingError, Step, as_batch_mask, check_options, randn
 
-__all__ = ["DEFAULT_OPTIONS", "lanpaint", "network_calls"]
+__all__ = ["DEFAULT_OPTIONS", "SAMPLER", "lanpaint", "network_calls"]
 
 DEFAULT_OPTIONS = {"langevin_steps": 4, "step_size": 0.5, "lamb": 1.0}
 
@@ -65,7 +64,7 @@ def lanpaint(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, 
     options = _options(settings)
     n_inner, h, lamb = options["langevin_steps"], options["step_size"], options["lamb"]
     generators = list(generators)
-    mask = _as_batch_mask(mask, gt)
+    mask = as_batch_mask(mask, gt)
     abar = torch.from_numpy(diffusion.tables64["alphas_cumprod"])
     steps, channels = diffusion.num_timesteps, gt.shape[1]
     decay = math.exp(-h)
@@ -94,3 +93,6 @@ def lanpaint(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, 
     if not bool(torch.isfinite(x).all()):
         raise SamplingError("the model produced NaN or infinite values; the result was discarded")
     return x
+
+
+SAMPLER = Sampler(lanpaint, network_calls, "LanPaint: Langevin inner steps, no gradients", options=DEFAULT_OPTIONS)
