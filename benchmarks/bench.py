@@ -32,8 +32,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from repaint.accel import Accel, accelerate, is_noop
 from repaint.diffusion import Diffusion, DiffusionConfig
-from repaint.pipeline import unet_model_fn
-from repaint.presets import UNetConfig, build_model, get_preset
+from repaint.inpainter import unet_model_fn
+from repaint.models.config import UNetConfig, build_model
+from repaint.checkpoints import get_preset
 from repaint.samplers.common import make_generators
 from repaint.samplers.repaint import repaint
 from repaint.schedule import JumpSchedule, transitions

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import diffusers
 from test_diffusers_adapter import _replayed_noise, images_and_mask, save_pipeline
 
-from repaint.pipeline import Inpainter
+from repaint.inpainter import Inpainter
 from repaint.samplers.repaint import repaint
 from repaint.settings import SamplerSettings
 

@@ -29,8 +29,10 @@ import torch
 
 from repaint.accel import Accel, accelerate
 from repaint.diffusion import Diffusion, DiffusionConfig
-from repaint.pipeline import resolve_checkpoint, unet_model_fn
-from repaint.presets import build_model, get_preset, load_checkpoint
+from repaint.checkpoints import resolve_checkpoint
+from repaint.inpainter import unet_model_fn
+from repaint.models.config import build_model
+from repaint.checkpoints import get_preset, load_checkpoint
 from repaint.samplers.common import classifier_guidance, make_generators
 from repaint.samplers.repaint import repaint, repaint_iter
 from repaint.schedule import jump_schedule
@@ -171,7 +173,7 @@ def check_face_fills(faces: str, device, count: int = 16, accel: Accel = Accel()
     from repaint.data import ImageDataset
     from repaint.masks import MASK_KINDS, make_mask
     from repaint.metrics import mean_ci95, psnr
-    from repaint.pipeline import Inpainter
+    from repaint.inpainter import Inpainter
     from repaint.settings import FAST
 
     data = ImageDataset(faces, flip=False)

@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 import gpu_check  # noqa: E402
 from repaint.accel import Accel, accelerate, compile_cache_dir  # noqa: E402
-from repaint.pipeline import unet_model_fn  # noqa: E402
-from repaint.presets import build_model, get_preset  # noqa: E402
+from repaint.inpainter import unet_model_fn  # noqa: E402
+from repaint.models.config import build_model
+from repaint.checkpoints import get_preset  # noqa: E402
 
 EAGER = ["fp32-graphs", "fp16", "fp16-cl", "fp16-graphs", "bf16"]
 VARIANTS = ["fp16-cmn-compile-graphs", "fp16-nocl-compile-graphs", "bf16-compile-graphs",
@@ -226,7 +227,7 @@ def stage_warm_compile(s: Session, b: Bench) -> None:
     size = b.config.image_size
     code = (
         "import sys, time, torch; sys.path.insert(0, 'benchmarks'); import bench\n"
-        "from repaint.accel import *; from repaint.presets import build_model, get_preset\n"
+        "from repaint.accel import *; from repaint.checkpoints import get_preset; from repaint.models.config import build_model\n"
         f"torch.manual_seed(0); d = torch.device('{b.device.type}')\n"
         f"with d: net = build_model(get_preset('{b.preset}').config).eval().requires_grad_(False)\n"
         f"x = torch.randn(8, 3, {size}, {size}, device=d); t = torch.full((8,), 500, device=d)\n"

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from repaint.data import ImageDataset
 from repaint.masks import MASK_KINDS, make_mask
 from repaint.metrics import psnr, ssim
-from repaint.pipeline import Inpainter
+from repaint.inpainter import Inpainter
 from repaint.settings import SamplerSettings
 from repaint.training import sample, save_grid
 

@@ -26,7 +26,7 @@ import torch
 
 from repaint.masks import MASK_KINDS, make_mask
 from repaint.metrics import psnr, ssim
-from repaint.pipeline import Inpainter
+from repaint.inpainter import Inpainter
 from repaint.settings import FAST, SamplerSettings
 from repaint.data import ImageDataset
 from repaint.training import save_grid

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from repaint.settings import SamplerSettings
-from repaint.presets import DiffusionSettings, UNetConfig, build_model, save_checkpoint
+from repaint.models.config import DiffusionSettings, UNetConfig, build_model
+from repaint.checkpoints import save_checkpoint
 
 SIZE = 32  # LPIPS's AlexNet needs at least 31 x 31
 TINY = UNetConfig(image_size=SIZE, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),

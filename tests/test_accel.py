@@ -11,7 +11,7 @@ import torch
 from repaint.accel import REFERENCE, Accel, accelerate, is_noop
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.models import EncoderUNetModel, UNetModel
-from repaint.pipeline import unet_model_fn
+from repaint.inpainter import unet_model_fn
 from repaint.samplers.common import classifier_guidance, make_generators
 from repaint.samplers.repaint import repaint
 from repaint.schedule import jump_schedule
@@ -176,9 +176,9 @@ def test_guidance_through_a_bf16_classifier_matches_float32():
 
 
 def test_inpainter_runs_its_networks_as_accel_says():
-    from repaint.pipeline import Inpainter
+    from repaint.inpainter import Inpainter
     from repaint.settings import SamplerSettings
-    from repaint.presets import UNetConfig, build_model
+    from repaint.models.config import UNetConfig, build_model
 
     config = UNetConfig(image_size=16, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
                         channel_mult=(1, 2), learn_sigma=True, num_head_channels=32)

@@ -12,7 +12,7 @@ from repaint import api
 from repaint import evaluate as ev
 from repaint.io import ImageError, OutputDirs
 from repaint.masks import MaskError
-from repaint.pipeline import Inpainter
+from repaint.inpainter import Inpainter
 from repaint.settings import SamplerSettings
 
 QUICK = SamplerSettings(steps=3, jump_length=1, jump_n_sample=1)

@@ -34,7 +34,8 @@ from evaluation_helpers import TINY, image_folder, tiny_model
 from PIL import Image
 
 from repaint.cli import cli
-from repaint.presets import DiffusionSettings, build_model, save_checkpoint
+from repaint.models.config import DiffusionSettings, build_model
+from repaint.checkpoints import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "bad-inputs.md"
@@ -265,8 +266,8 @@ def _api_calls(p: dict[str, str]) -> dict:
     from repaint.evaluate import evaluate
     from repaint.io import load_image
     from repaint.masks import make_mask
-    from repaint.pipeline import Inpainter
-    from repaint.presets import load_checkpoint
+    from repaint.inpainter import Inpainter
+    from repaint.checkpoints import load_checkpoint
     from repaint.settings import SamplerSettings
     from repaint.training import TrainConfig
 

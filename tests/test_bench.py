@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from repaint.presets import UNetConfig, get_preset
+from repaint.models.config import UNetConfig
+from repaint.checkpoints import get_preset
 from repaint.schedule import count_network_calls, jump_schedule
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from repaint.cli import cli
-from repaint.presets import UNetConfig, build_model, save_checkpoint
+from repaint.models.config import UNetConfig, build_model
+from repaint.checkpoints import save_checkpoint
 
 TINY = UNetConfig(image_size=16, model_channels=32, num_res_blocks=1, attention_resolutions=(8,), channel_mult=(1, 2),
                   learn_sigma=True)
@@ -211,7 +212,7 @@ def test_nan_model_is_a_runtime_error(files, tmp_path):
 
 
 def test_missing_bundled_model_is_one_line(files, tmp_path, monkeypatch):
-    monkeypatch.setattr("repaint.pipeline.default_model_path", lambda: tmp_path / "face64.safetensors")
+    monkeypatch.setattr("repaint.checkpoints.load.default_model_path", lambda: tmp_path / "face64.safetensors")
     result = run("inpaint", files["image"], files["mask"], "--out", tmp_path / "out")
     assert result.exit_code == 2 and "bundled model" in error_line(result)
 

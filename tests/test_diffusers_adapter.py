@@ -1,4 +1,4 @@
-"""diffusers UNet2DModel folders as RePaint denoisers (repaint.diffusers_adapter).
+"""diffusers UNet2DModel folders as RePaint denoisers (repaint.checkpoints.diffusers_adapter).
 
 Every model here is a small random UNet2DModel built and saved by the test into tmp_path; nothing is downloaded.
 The references are diffusers' own DDPMScheduler (what a model's output implies for x0 and x_{t-1}) and its deprecated
@@ -15,17 +15,12 @@ import torch
 
 diffusers = pytest.importorskip("diffusers", reason="the diffusers extra is not installed (pip install -e '.[test]')")
 
-from repaint.diffusers_adapter import (
-    MISSING_PACKAGE,
-    is_diffusers_folder,
-    load_diffusers,
-    scheduler_settings,
-)
+from repaint.checkpoints.diffusers_adapter import MISSING_PACKAGE, is_diffusers_folder, load_diffusers, scheduler_settings
 from repaint.diffusion import Diffusion
-from repaint.pipeline import Inpainter
+from repaint.inpainter import Inpainter
 from repaint.samplers import SAMPLERS
 from repaint.settings import SamplerSettings
-from repaint.presets import CheckpointError
+from repaint.checkpoints import CheckpointError
 from repaint.samplers.repaint import repaint
 from repaint.schedule import JumpSchedule
 
@@ -286,12 +281,8 @@ def test_repaint_pipeline_undo_step_is_shifted_by_n_minus_1_training_steps():
 
 
 def _our_checkpoint(tmp_path, name: str = "ours", seed: int = 0, diffusion=None, **changes):
-    from repaint.presets import (
-        DiffusionSettings,
-        UNetConfig,
-        build_model,
-        save_checkpoint,
-    )
+    from repaint.models.config import DiffusionSettings, UNetConfig, build_model
+    from repaint.checkpoints import save_checkpoint
 
     config = UNetConfig(image_size=SIZE, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
                         channel_mult=(1, 2), num_head_channels=16, learn_sigma=True).replace(**changes)
@@ -315,7 +306,7 @@ def _same_network(ours, folder, size, labels=None):
 
 
 def test_export_bundled_face_model_loads_in_unet2dmodel_and_inpaints_the_same(tmp_path):
-    from repaint.diffusers_export import export_diffusers
+    from repaint.checkpoints.diffusers_export import export_diffusers
 
     folder = export_diffusers("default", tmp_path / "face64")
     ours = Inpainter.load("default")
@@ -337,7 +328,7 @@ def test_export_bundled_face_model_loads_in_unet2dmodel_and_inpaints_the_same(tm
     dict(num_head_channels=-1, num_heads=2, attention_resolutions=(16,), channel_mult=(1, 1)),
 ])
 def test_export_architecture_variants(tmp_path, changes):
-    from repaint.diffusers_export import export_diffusers
+    from repaint.checkpoints.diffusers_export import export_diffusers
 
     path, model = _our_checkpoint(tmp_path, **changes)
     folder = export_diffusers(path, tmp_path / "exported")
@@ -351,7 +342,7 @@ def test_export_architecture_variants(tmp_path, changes):
 
 
 def test_export_refuses_what_unet2dmodel_cannot_express(tmp_path):
-    from repaint.diffusers_export import export_diffusers
+    from repaint.checkpoints.diffusers_export import export_diffusers
 
     for name, changes, message in [
         ("wide", dict(channel_mult=(2, 2)), "channel_mult\\[0\\] must be 1"),

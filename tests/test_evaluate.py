@@ -14,7 +14,7 @@ from repaint import evaluate as ev
 from repaint.io import load_image
 from repaint.masks import load_mask, make_mask, save_mask
 from repaint.metrics import lpips_distance, psnr, ssim
-from repaint.pipeline import Inpainter
+from repaint.inpainter import Inpainter
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_unet_settings_from_the_command_line_reach_the_model_and_the_manifest(tm
     from evaluation_helpers import TINY
 
     from repaint.cli import cli
-    from repaint.presets import build_model
+    from repaint.models.config import build_model
 
     images = image_folder(tmp_path / "images", n=1)
     model = tmp_path / "plain.pt"  # a bare state dict: the architecture is inferred, the heads guessed

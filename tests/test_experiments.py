@@ -7,7 +7,7 @@ from evaluation_helpers import image_folder, tiny_model
 from repaint import experiments as ex
 from repaint.samplers import sdedit
 from repaint.evaluate import EvalError
-from repaint.pipeline import Inpainter
+from repaint.inpainter import Inpainter
 from repaint.samplers import get_sampler
 from repaint.settings import SamplerSettings
 from repaint.schedule import count_network_calls, jump_schedule, transitions

@@ -12,7 +12,7 @@ from official import FIXTURES, load_fixture, reference, run
 
 from repaint.models import UNetModel, timestep_embedding
 from repaint.models.nn import qkv_attention
-from repaint.presets import build_model, config_from_official_kwargs
+from repaint.models.config import build_model, config_from_official_kwargs
 
 NETWORKS = ["unet_s1", "unet_s2", "unet_s3", "classifier_s1"]
 

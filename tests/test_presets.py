@@ -8,21 +8,8 @@ import pytest
 import torch
 from official import FIXTURES, load_fixture, reference, run
 
-from repaint.presets import (
-    PRESETS,
-    CheckpointError,
-    ClassifierConfig,
-    DiffusionSettings,
-    Preset,
-    UNetConfig,
-    build_model,
-    config_from_official_kwargs,
-    get_preset,
-    infer_classifier_config,
-    infer_unet_config,
-    load_checkpoint,
-    save_checkpoint,
-)
+from repaint.checkpoints import PRESETS, CheckpointError, Preset, get_preset, infer_classifier_config, infer_unet_config, load_checkpoint, save_checkpoint
+from repaint.models.config import ClassifierConfig, DiffusionSettings, UNetConfig, build_model, config_from_official_kwargs
 
 HEAD_FLAGS = ("num_heads", "num_head_channels", "num_heads_upsample", "use_new_attention_order")
 PRESET_OF = {  # full_size_keys.json id -> preset
@@ -238,7 +225,7 @@ def test_kind_mismatch_is_one_line(tmp_path):
 
 
 def test_saved_diffusion_settings_travel_with_the_weights(tmp_path):
-    from repaint.presets import read_checkpoint
+    from repaint.checkpoints import read_checkpoint
 
     io, state_dict = load_fixture("unet_s2")
     config = config_from_official_kwargs(io["create_kwargs"])
@@ -304,7 +291,7 @@ def test_a_config_file_beside_the_checkpoint_sets_them(tmp_path, suffix, text):
 
 
 def test_explicit_settings_win_over_the_file_and_only_unset_ones_are_reported(tmp_path):
-    from repaint.pipeline import Inpainter
+    from repaint.inpainter import Inpainter
 
     io, path = _official_pt(tmp_path)
     path.with_suffix(".yml").write_text("num_heads: 8\nnum_head_channels: -1\n")  # wrong head count, overridden

@@ -38,7 +38,7 @@ def test_each_entry_lists_the_options_its_sampler_takes(name):
 
 
 def test_the_bundled_model_defaults_to_lanpaint_and_the_presets_mean_repaint():
-    from repaint.pipeline import recommended_settings
+    from repaint.inpainter import recommended_settings
     from repaint.settings import PAPER, resolve_settings
     from repaint.web.runner import RunOptions, Runner
 

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from repaint.diffusion import Diffusion, DiffusionConfig
-from repaint.presets import DiffusionSettings, UNetConfig, build_model, load_checkpoint, read_checkpoint
+from repaint.models.config import DiffusionSettings, UNetConfig, build_model
+from repaint.checkpoints import load_checkpoint, read_checkpoint
 from repaint.training import (
     TrainConfig,
     discretized_gaussian_log_likelihood,
@@ -223,7 +224,7 @@ def test_checkpoint_is_self_describing_and_weights_only(image_folder, tmp_path):
 
 
 def test_export_loads_like_an_official_model(image_folder, tmp_path):
-    from repaint.pipeline import Inpainter
+    from repaint.inpainter import Inpainter
 
     result = train(_config(image_folder, tmp_path, steps=2))
     path = export_ema(result.checkpoint, tmp_path / "tiny.safetensors")
@@ -326,7 +327,7 @@ def test_torchrun_style_two_process_gloo_run(image_folder, tmp_path):
 
 
 def test_a_damaged_checkpoint_is_one_line_and_resume_falls_back_to_the_one_before(image_folder, tmp_path):
-    from repaint.presets import CheckpointError
+    from repaint.checkpoints import CheckpointError
 
     straight = train(_config(image_folder, tmp_path / "a", steps=4))
     run = tmp_path / "b"
@@ -348,7 +349,7 @@ def test_a_damaged_checkpoint_is_one_line_and_resume_falls_back_to_the_one_befor
 
 
 def test_no_readable_checkpoint_is_an_error_that_names_the_way_out(image_folder, tmp_path):
-    from repaint.presets import CheckpointError
+    from repaint.checkpoints import CheckpointError
 
     train(_config(image_folder, tmp_path, steps=1))
     list_checkpoints(tmp_path)[-1].write_bytes(b"PK\x03\x04 truncated")

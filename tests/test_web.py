@@ -18,7 +18,7 @@ from PIL import Image
 from web_server import SHORT, alive, running_server
 
 from repaint.cli import cli
-from repaint.presets import CheckpointError
+from repaint.checkpoints import CheckpointError
 from repaint.web.app import editor_arrays
 from repaint.web.limits import Busy, Limits, RunGate, TooLarge, UploadError, decode_image, decode_mask
 from repaint.web.models import ModelMenu, discover_models

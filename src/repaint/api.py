@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from .files import png_writer, write_group
 from .io import ImageError, OutputDirs, read_rgb, to_uint8
 from .masks import MaskError, read_keep_mask
-from .pipeline import Inpainter
+from .inpainter import Inpainter
 from .samplers import network_calls
 from .samplers.common import Step
 from .settings import SamplerSettings
@@ -142,7 +142,7 @@ def load_inpainter(model: str | os.PathLike = "default", *, classifier: str | No
                    preset: str | None = None, accel=None, unet_config: dict | None = None) -> Inpainter:
     """Load a model by preset name, file path, diffusers folder or "default" (the bundled face model) onto
     ``device`` ("auto" = CUDA when available); ``unet_config`` sets architecture fields a checkpoint does not
-    determine (see :meth:`repaint.pipeline.Inpainter.load`)."""
+    determine (see :meth:`repaint.inpainter.Inpainter.load`)."""
     from .accel import Accel
 
     if device == "auto":

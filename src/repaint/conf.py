@@ -33,20 +33,21 @@ import yaml
 from .accel import Accel
 from .io import OutputDirs
 from .files import IMAGE_SUFFIXES
-from .pipeline import Inpainter, resolve_checkpoint
+from .inpainter import Inpainter
+from .checkpoints import resolve_checkpoint
 from .schedule import JUMP_FIELDS
 from .settings import SamplerSettings
-from .presets import (PRESETS, CheckpointError, ClassifierConfig, DiffusionSettings, Preset, UNetConfig,
-                      config_from_official_kwargs, load_checkpoint)
+from .checkpoints import PRESETS, CheckpointError, Preset
+from .models.config import ClassifierConfig, DiffusionSettings, UNetConfig, config_from_official_kwargs
 
-__all__ = ["ConfError", "ReferenceConf", "EvalData", "read_conf", "parse_conf", "load_inpainter", "IGNORED_KEYS"]
+__all__ = ["ConfError", "ReferenceConf", "EvalData", "read_conf", "parse_conf", "inpainter_from_conf", "IGNORED_KEYS"]
 
 
 class ConfError(ValueError):
     """A reference config that cannot be read or asks for something we do not implement."""
 
 
-# Architecture: guided-diffusion create_model / create_classifier arguments (see presets.config_from_official_kwargs).
+# Architecture: guided-diffusion create_model / create_classifier arguments (see repaint.models.config.config_from_official_kwargs).
 UNET_KEYS = (
     "image_size", "num_channels", "num_res_blocks", "channel_mult", "learn_sigma", "class_cond",
     "attention_resolutions", "num_heads", "num_head_channels", "num_heads_upsample", "use_scale_shift_norm",
@@ -266,25 +267,24 @@ def _find(path: str) -> tuple[Path, str | None]:
     raise CheckpointError(f"checkpoint not found: {path}")
 
 
-def load_inpainter(conf: ReferenceConf, device: str | torch.device = "cpu", model: str | None = None,
+def inpainter_from_conf(conf: ReferenceConf, device: str | torch.device = "cpu", model: str | None = None,
                    classifier: str | None = None, accel: Accel | None = None) -> Inpainter:
     """The Inpainter a config describes: its architecture, its diffusion, its files (``model`` / ``classifier``
-    replace ``model_path`` / ``classifier_path``)."""
+    replace ``model_path`` / ``classifier_path``), loaded the one way every model is (:meth:`Inpainter.load`)."""
     device = torch.device(device)
     model_path = model or conf.model_path
     if not model_path:
         raise ConfError("the config has no model_path; pass --model")
     path, _ = resolve_checkpoint(model) if model else _find(model_path)
     arch = Preset(conf.name, path.name, "from a reference config", str(path), conf.unet, conf.diffusion)
-    unet, config = load_checkpoint(path, preset=arch, kind="unet", map_location="cpu")
-    clf = None
     clf_path = classifier or (conf.classifier_path if conf.classifier_scale > 0 else None)
+    clf_file, clf_arch = None, None
     if clf_path:
-        file, _ = resolve_checkpoint(classifier) if classifier else _find(clf_path)
+        clf_file, _ = resolve_checkpoint(classifier) if classifier else _find(clf_path)
         clf_config = conf.classifier or ClassifierConfig(image_size=conf.unet.image_size)
-        clf_arch = Preset(f"{conf.name}_classifier", file.name, "from a reference config", str(file), clf_config)
-        clf, _ = load_checkpoint(file, preset=clf_arch, kind="classifier", map_location="cpu")
-        clf = clf.to(device)
+        clf_arch = Preset(f"{conf.name}_classifier", clf_file.name, "from a reference config", str(clf_file),
+                          clf_config)
     if accel is None:  # the reference ran use_fp16 configs with a float16 torso on the GPU
         accel = Accel(precision="reference-fp16") if conf.unet.use_fp16 and device.type == "cuda" else Accel()
-    return Inpainter(unet.to(device), config, conf.diffusion, clf, device, accel)
+    return Inpainter.load(str(path), preset=arch, classifier=None if clf_file is None else str(clf_file),
+                          classifier_preset=clf_arch, device=device, accel=accel)

@@ -46,7 +46,7 @@ from .api import FIT_STRATEGIES, InpaintRequest, inpaint_stream, write_result
 from .io import ImageError, OutputDirs, load_image, read_rgb
 from .files import IMAGE_SUFFIXES, atomic_write, ensure_writable, is_image_file, remove_temporaries
 from .masks import MASK_KINDS, MaskError, load_mask_folder, make_mask, read_keep_mask
-from .pipeline import Inpainter
+from .inpainter import Inpainter
 from .settings import SamplerSettings
 
 __all__ = [
@@ -197,7 +197,7 @@ def load_model(model: str | os.PathLike | Inpainter, device: str | torch.device,
     """(inpainter, identity) for a preset name, checkpoint file, "default" or an already loaded Inpainter."""
     if isinstance(model, Inpainter):
         return model, model_identity(model)
-    from .pipeline import resolve_checkpoint
+    from .checkpoints import resolve_checkpoint
 
     path, _ = resolve_checkpoint(str(model))
     inpainter = Inpainter.load(str(model), classifier=classifier, device=device, unet_config=unet_config)
@@ -515,7 +515,7 @@ def evaluate(
         images_dir: folder of images (sorted by name; the order fixes the seeds).
         out_dir: output folder (see the module docstring). Rerunning the same call resumes; another call into the
             same folder is refused.
-        model: "default", a preset name, a checkpoint file, or a loaded :class:`~repaint.pipeline.Inpainter`.
+        model: "default", a preset name, a checkpoint file, or a loaded :class:`~repaint.inpainter.Inpainter`.
         masks: mask kind(s) of :data:`repaint.masks.MASK_KINDS`, "all" for the paper's six, or mask folder(s).
         settings: the sampler settings (the paper: ``SamplerSettings()``, T = 250, j = 10, r = 10).
         n_samples: samples per image (< 1000); with two or more the report gives their diversity.

@@ -46,7 +46,8 @@ from .data import ImageDataset, batches_per_epoch, epoch_batches
 from .files import atomic_write
 from .diffusion import Diffusion, DiffusionConfig
 from .models.nn import AttentionBlock, ResBlock
-from .presets import CheckpointError, DiffusionSettings, UNetConfig, build_model, config_record, save_checkpoint
+from .checkpoints import FACE64_DIFFUSION, FACE64_UNET, CheckpointError, config_record, save_checkpoint
+from .models.config import DiffusionSettings, UNetConfig, build_model
 
 __all__ = [
     "FACE64_UNET",
@@ -68,19 +69,6 @@ __all__ = [
 CHECKPOINT_FORMAT = "repaint-train-1"
 LOG2 = math.log(2.0)
 
-# The bundled demo face model (src/repaint/weights/face64.safetensors): small enough to train on two CPU cores.
-FACE64_UNET = UNetConfig(
-    image_size=64,
-    model_channels=32,                  # narrowest width GroupNorm(32) allows
-    num_res_blocks=1,
-    attention_resolutions=(16, 8),
-    channel_mult=(1, 2, 2, 2),          # 64 -> 32 -> 16 -> 8 pixels
-    learn_sigma=True,                   # [eps, v] output, IDDPM eq. 15
-    num_head_channels=32,
-    use_scale_shift_norm=True,
-    resblock_updown=False,
-)
-FACE64_DIFFUSION = DiffusionSettings(steps=1000, noise_schedule="cosine", learn_sigma=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def evaluate_command(images: Path, out_dir: Path, model: str, published: str | N
                      class_label: int | None, **opts) -> None:
     """Inpaint every image of IMAGES under each mask setting; write outputs and a Table 1 style report."""
     from ..evaluate import evaluate
-    from ..pipeline import recommended_settings
+    from ..inpainter import recommended_settings
 
     check_seed(opts["seed"], 1000 * 1000)
     settings = settings_from(recommended_settings(model), opts)

@@ -87,8 +87,8 @@ def _label_for(seed: int, classes: int) -> int:
 @handles_errors
 def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -> None:
     """Inpaint IMAGE where MASK is black (white = keep), writing full-size PNGs under --out."""
-    from ..conf import load_inpainter, parse_conf, read_conf
-    from ..pipeline import Inpainter, recommended_settings
+    from ..conf import inpainter_from_conf, parse_conf, read_conf
+    from ..inpainter import Inpainter, recommended_settings
 
     explicit = explicit_options(ctx)
     conf = parse_conf(read_conf(opts["conf_file"])) if opts["conf_file"] else None
@@ -112,7 +112,7 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     accel = Accel(precision=opts["precision"], compile=opts["compile_net"], cuda_graphs=opts["cuda_graphs"])
     if conf is not None and "model" not in explicit:
         explicit_accel = {"precision", "compile_net", "cuda_graphs"} & explicit
-        inpainter = load_inpainter(conf, device, classifier=opts["classifier"], accel=accel if explicit_accel else None)
+        inpainter = inpainter_from_conf(conf, device, classifier=opts["classifier"], accel=accel if explicit_accel else None)
     else:
         conf_classifier = conf.classifier_path if conf is not None and conf.classifier_scale > 0 else None
         inpainter = Inpainter.load(model, classifier=opts["classifier"] or conf_classifier, device=device,

@@ -50,7 +50,7 @@ def serve(host: str, port: int, share: bool, models: tuple[Path, ...], device: s
     for category in (ResourceWarning, DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
     from ..web.limits import Limits
-    from ..presets import PRESETS
+    from ..checkpoints import PRESETS
     from ..web.models import discover_models
 
     menu = discover_models(models)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..masks import MASK_KINDS, make_masks, mask_preview_grid, save_mask
-from ..presets import PRESETS
+from ..checkpoints import PRESETS
 from ..schedule import JumpSchedule
 from ..groundtruth import PROBLEMS
 from .common import InputError, handles_errors, schedule_options, settings_from
@@ -72,7 +72,6 @@ def presets() -> None:
     for p in PRESETS.values():
         click.echo(f"{p.name:24s} {p.kind:10s} {p.filename:28s} {p.description}")
         click.echo(f"{'':24s} published: {p.published}")
-    click.echo(f"{'default':24s} {'unet':10s} {'face64.safetensors':28s} the bundled 64x64 face model")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def train(data: Path, out: Path, image_size: int, model_channels: int, num_res_b
           attention_resolutions: str, num_head_channels: int, dropout: float, noise_schedule: str,
           diffusion_steps: int, **scalars) -> None:
     """Train (or resume) an ADM UNet on DATA, a folder or .tar of images (guided-diffusion's hybrid loss, EMA)."""
-    from ..presets import DiffusionSettings
+    from ..models.config import DiffusionSettings
     from ..training import FACE64_UNET, TrainConfig, train as run_training
 
     model = FACE64_UNET.replace(
@@ -160,7 +160,7 @@ def export(checkpoint: Path, output: Path, fmt: str, fp32: bool, raw: bool) -> N
     if fmt == "safetensors":
         click.echo(f"wrote {export_ema(checkpoint, output, half=not fp32, use_ema=not raw)}")
         return
-    from ..diffusers_export import export_diffusers
+    from ..checkpoints.diffusers_export import export_diffusers
 
     if checkpoint.suffix == ".pt" and _is_training_checkpoint(checkpoint):
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """The model menu: which models a client may choose, by name only, and loading them once on first use.
 
 The menu is fixed when the server starts: the bundled face model ("default"), every official preset whose file is
-found on disk (:func:`repaint.pipeline.resolve_checkpoint`'s search folders), and the files named on the command line.
+found on disk (:func:`repaint.checkpoints.resolve_checkpoint`'s search folders), and the files named on the command line.
 A client sends a name from this menu; nothing a client sends is ever used as a path.
 """
 
@@ -11,8 +11,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..pipeline import resolve_checkpoint
-from ..presets import PRESETS, CheckpointError
+from ..checkpoints import resolve_checkpoint
+from ..checkpoints import PRESETS, CheckpointError
 
 __all__ = ["ModelMenu", "discover_models"]
 
@@ -56,7 +56,7 @@ class ModelMenu:
         return list(self.entries)
 
     def get(self, name: str):
-        """The :class:`repaint.pipeline.Inpainter` called ``name``; ValueError for a name not on the menu."""
+        """The :class:`repaint.inpainter.Inpainter` called ``name``; ValueError for a name not on the menu."""
         if name not in self.entries:
             raise ValueError(f"unknown model {name!r}; this server offers: {', '.join(self.entries)}")
         with self._lock:

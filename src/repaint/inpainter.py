@@ -1,4 +1,4 @@
-"""From checkpoint to inpainted images: model resolution, the UNet adapter and the :class:`Inpainter`.
+"""A loaded model ready to inpaint: the :class:`Inpainter`, the UNet adapter and the schedule a model gets.
 
 This is the layer the CLI, the evaluation and the benchmarks share. The sampler itself (:mod:`repaint.samplers`)
 knows nothing about checkpoints; the networks (:mod:`repaint.models`) know nothing about diffusion. The adapter
@@ -8,28 +8,18 @@ original-process timesteps the sampler passes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from .accel import Accel, accelerate
 from .diffusion import Diffusion
-from .home import home_dir
-from .presets import (
-    PRESETS,
-    CheckpointError,
-    DiffusionSettings,
-    UNetConfig,
-    get_preset,
-    load_checkpoint,
-    read_checkpoint,
-)
-from .samplers.common import ModelFn, Step, classifier_guidance, make_generators
+from .checkpoints import Preset, load_classifier, load_denoiser
+from .models.config import DiffusionSettings, UNetConfig
 from .samplers import get_sampler
+from .samplers.common import ModelFn, Step, classifier_guidance, make_generators
 from .settings import PAPER, SamplerSettings
 
 __all__ = [
@@ -37,14 +27,9 @@ __all__ = [
     "Inpainter",
     "recommended_settings",
     "unet_model_fn",
-    "resolve_checkpoint",
-    "default_model_path",
 ]
 
-CHECKPOINT_DIRS_ENV = "REPAINT_CHECKPOINTS"
-
-
-# The bundled face model's default: LanPaint at 46 steps (230 network calls, the fast RePaint preset's cost), chosen
+# The bundled face model's default: LanPaint at 46 steps (230 network calls, the fast RePaint schedule's cost), chosen
 # by the pre-registered confirmation run on 32 face64 test faces (docs/fidelity.md, "Confirmation").
 BUNDLED_DEFAULT = SamplerSettings(steps=46, sampler="lanpaint")
 
@@ -65,47 +50,12 @@ def unet_model_fn(unet: torch.nn.Module, y: torch.Tensor | None = None) -> Model
     return model
 
 
-def default_model_path() -> Path:
-    """The bundled face model shipped inside the package."""
-    return Path(__file__).resolve().parent / "weights" / "face64.safetensors"
-
-
-def _search_dirs() -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get(CHECKPOINT_DIRS_ENV, "").split(os.pathsep) if p]
-    return dirs + [Path.cwd(), Path.cwd() / "data" / "pretrained", home_dir()]
-
-
-def resolve_checkpoint(name_or_path: str) -> tuple[Path, str | None]:
-    """(file or diffusers folder, preset name or None) for "default", a preset name or a path; one-line error if not
-    found."""
-    if name_or_path == "default":
-        path = default_model_path()
-        if not path.exists():
-            raise CheckpointError(f"the bundled model {path} is missing from this installation")
-        return path, None
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path, None
-    if name_or_path in PRESETS:
-        preset = get_preset(name_or_path)
-        for folder in _search_dirs():
-            if (folder / preset.filename).exists():
-                return folder / preset.filename, preset.name
-        raise CheckpointError(
-            f"preset {preset.name!r} needs {preset.filename} (published at: {preset.published}); put it in the "
-            f"current folder, ./data/pretrained or a folder named in ${CHECKPOINT_DIRS_ENV}"
-        )
-    raise CheckpointError(
-        f"no checkpoint file {name_or_path!r} and no preset of that name (presets: {', '.join(PRESETS)}, default)"
-    )
-
-
 @dataclass
 class Inpainter:
     """A loaded denoiser (and optional classifier) ready to inpaint batches of images."""
 
     unet: torch.nn.Module             # model(x, t, y) -> eps (+ variance value): an ADM UNet or a DiffusersDenoiser
-    config: UNetConfig                # or a repaint.diffusers_adapter.DiffusersModelConfig
+    config: UNetConfig                # or a repaint.checkpoints.diffusers_adapter.DiffusersModelConfig
     trained: DiffusionSettings = DiffusionSettings()
     classifier: torch.nn.Module | None = None
     device: torch.device = torch.device("cpu")
@@ -119,35 +69,18 @@ class Inpainter:
         model: str = "default",
         classifier: str | None = None,
         device: str | torch.device = "cpu",
-        preset: str | None = None,
+        preset: str | Preset | None = None,
         accel: Accel = Accel(),
         unet_config: Mapping[str, Any] | None = None,
+        classifier_preset: str | Preset | None = None,
     ) -> "Inpainter":
-        """Load by preset name, file path, diffusers folder or "default" (the bundled face model).
-
-        ``unet_config`` sets UNetConfig fields a checkpoint file does not determine (the attention-head settings of
-        an inferred architecture, see :func:`repaint.presets.load_checkpoint`); they win over a config file beside
-        it. Diffusers folders carry their own config (giving ``unet_config`` for one is an error).
-        """
+        """Load by preset name, file path, diffusers folder or "default" (the bundled face model), as
+        :func:`repaint.checkpoints.load_denoiser` does, and the classifier for guidance if one is named."""
         device = torch.device(device)
-        path, found_preset = resolve_checkpoint(model)
-        if path.is_dir():
-            if unet_config:
-                raise CheckpointError(f"{path} is a diffusers folder, whose config.json sets the architecture; "
-                                      "UNet settings (--unet-config) apply to checkpoint files only")
-            unet, config, trained = _load_diffusers(path, preset)
-        else:
-            preset = preset or found_preset
-            contents = read_checkpoint(path)
-            unet, config = load_checkpoint(path, preset=preset, kind="unet", contents=contents,
-                                           **(unet_config or {}))
-            trained = get_preset(preset).diffusion if preset else _stored_diffusion(contents[1])
-            trained = trained or DiffusionSettings(learn_sigma=config.learn_sigma)
+        unet, config, trained = load_denoiser(model, preset=preset, unet_config=unet_config)
         clf = None
         if classifier is not None:
-            clf_path, clf_preset = resolve_checkpoint(classifier)
-            clf, _ = load_checkpoint(clf_path, preset=clf_preset, kind="classifier", map_location="cpu")
-            clf = clf.to(device)
+            clf = load_classifier(classifier, preset=classifier_preset).to(device)
         return cls(unet.to(device), config, trained, clf, device, accel, recommended_settings(model))
 
     @property
@@ -220,19 +153,3 @@ class Inpainter:
         if bad or len(labels) != batch:
             raise ValueError(f"class label(s) {bad or labels} out of range 0..{classes - 1} or not one per image")
         return torch.tensor(labels, dtype=torch.int64, device=self.device)
-
-
-def _load_diffusers(path: Path, preset: str | None):
-    """A diffusers folder (see :mod:`repaint.diffusers_adapter`): (denoiser, its config, its training diffusion)."""
-    from .diffusers_adapter import load_diffusers
-
-    if preset is not None:
-        raise CheckpointError(f"{path} is a diffusers folder; it brings its own configuration (drop the preset)")
-    return load_diffusers(path)
-
-
-def _stored_diffusion(stored) -> DiffusionSettings | None:
-    """Diffusion settings stored with our own checkpoints (absent in the official .pt files)."""
-    if isinstance(stored, dict) and isinstance(stored.get("diffusion"), dict):
-        return DiffusionSettings.from_dict(stored["diffusion"])
-    return None

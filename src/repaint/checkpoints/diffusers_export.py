@@ -34,8 +34,9 @@ import torch
 from torch import nn
 
 from .diffusers_adapter import _diffusers
-from .models.nn import AttentionBlock, Downsample, ResBlock, Upsample
-from .presets import CheckpointError, DiffusionSettings, UNetConfig
+from ..models.config import DiffusionSettings, UNetConfig
+from ..models.nn import AttentionBlock, Downsample, ResBlock, Upsample
+from .formats import CheckpointError
 
 __all__ = ["diffusers_state_dict", "diffusers_unet_config", "export_diffusers", "scheduler_config"]
 
@@ -180,16 +181,15 @@ def export_diffusers(source: str | Path, out_dir: str | Path) -> Path:
     The folder is assembled beside ``out_dir`` and moved into place only when complete; an existing ``out_dir`` is an
     error. Returns ``out_dir``. Load it with ``UNet2DModel.from_pretrained(out_dir / "unet")`` or ``--model out_dir``.
     """
-    from .pipeline import Inpainter
+    from .load import load_denoiser
 
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise CheckpointError(f"{out_dir} exists; choose a new folder")
     diffusers = _diffusers()
-    inpainter = Inpainter.load(str(source))
-    if not isinstance(inpainter.config, UNetConfig):
+    model, config, trained = load_denoiser(str(source))
+    if not isinstance(config, UNetConfig):
         raise CheckpointError(f"{source} is already a diffusers folder")
-    model, config = inpainter.unet, inpainter.config
     unet = diffusers.UNet2DModel(**diffusers_unet_config(config, model))
     weights = diffusers_state_dict(config, model)
     missing, unexpected = _compare(unet.state_dict(), weights)
@@ -200,7 +200,7 @@ def export_diffusers(source: str | Path, out_dir: str | Path) -> Path:
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
         staging = Path(tmp) / "folder"
         unet.save_pretrained(staging / "unet")
-        diffusers.DDPMScheduler(**scheduler_config(inpainter.trained)).save_pretrained(staging / "scheduler")
+        diffusers.DDPMScheduler(**scheduler_config(trained)).save_pretrained(staging / "scheduler")
         shutil.move(str(staging), str(out_dir))
     return out_dir
 

@@ -5,9 +5,9 @@ bare ``UNet2DModel`` folder with its ``scheduler_config.json`` beside it (in the
 ``scheduler/``). This module is the adapter layer for them, so the samplers only ever see ``model(x, t) -> eps`` (and
 the learned-range variance value when the scheduler says ``learned_range``):
 
-* :func:`scheduler_settings` maps the scheduler's settings onto :class:`~repaint.presets.DiffusionSettings` (beta
+* :func:`scheduler_settings` maps the scheduler's settings onto :class:`~repaint.models.config.DiffusionSettings` (beta
   schedule and range, number of training steps, variance type, clipping) and returns its ``prediction_type``; any
-  setting this project cannot reproduce exactly is one :class:`~repaint.presets.CheckpointError` naming it.
+  setting this project cannot reproduce exactly is one :class:`~repaint.checkpoints.CheckpointError` naming it.
 * :class:`DiffusersDenoiser` wraps the ``UNet2DModel`` and converts its ``v_prediction`` / ``sample`` output to
   epsilon (below), so every sampler works unchanged.
 * :func:`load_diffusers` reads a folder, never downloading anything.
@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .diffusion import beta_schedule
-from .presets import CheckpointError, DiffusionSettings
+from ..diffusion import beta_schedule
+from ..models.config import DiffusionSettings
+from .formats import CheckpointError
 
 __all__ = [
     "MISSING_PACKAGE",
