@@ -200,7 +200,8 @@ def measure(modes, unet, config, batches, args, device, flops, peak, overhead) -
             peak_mem, resident = memory.get(name, (None, None))
             row = dict(
                 mode=name, accel=MODES[name].resolve(device).label(), batch=batch, per_call_s=per_call,
-                first_call_s=first[name], warmup_s=warm[name], per_image_call_s=per_call / batch, tflops=flops[batch] / per_call / 1e12,
+                first_call_s=first[name], warmup_s=warm[name], per_image_call_s=per_call / batch,
+                tflops=flops[batch] / per_call / 1e12,
                 frac_of_bf16_peak=flops[batch] / per_call / 1e12 / peak, overhead_frac=overhead[batch] / per_call,
                 peak_mem_gib=None if peak_mem is None else peak_mem / 2**30,
                 activation_mem_gib=None if peak_mem is None else (peak_mem - resident) / 2**30,

@@ -1,9 +1,10 @@
 """Fidelity of inpainting samplers against an exact ground truth, versus network calls (issue 5).
 
-The data are a Gaussian mixture of 8x8 images with opposite mean patterns (:func:`repaint.gmm.disharmony_problem`):
-4 known pixels (at the mean of one component) rule the other out; the exact denoiser E[x0 | x_t] stands in for the network. For every
-sampler setting we inpaint n images and measure (:func:`repaint.gmm.fidelity_metrics`) the component total-variation
-error, the conditional-mean error and the sliced Wasserstein distance to exact conditional samples.
+The data are a Gaussian mixture of 8x8 images with opposite mean patterns
+(:func:`repaint.evaluation.gmm.disharmony_problem`): 4 known pixels (at the mean of one component) rule the other out;
+the exact denoiser E[x0 | x_t] stands in for the network. For every sampler setting we inpaint n images and measure
+(:func:`repaint.evaluation.gmm.fidelity_metrics`) the component total-variation error, the conditional-mean error and
+the sliced Wasserstein distance to exact conditional samples.
 
     OMP_NUM_THREADS=1 python benchmarks/fidelity.py            # full run, writes docs/fidelity/fidelity.{json,png}
     OMP_NUM_THREADS=1 python benchmarks/fidelity.py --quick    # small n and grid, a smoke test (~1 minute)
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from repaint.gmm import disharmony_problem, fidelity_metrics, validate
+from repaint.evaluation.gmm import disharmony_problem, fidelity_metrics, validate
 from repaint.settings import SamplerSettings
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "fidelity"

@@ -172,7 +172,7 @@ def check_face_fills(faces: str, device, count: int = 16, accel: Accel = Accel()
     """Check 6: PSNR of the hole, default mode minus float32, paired over faces and the six mask settings."""
     from repaint.data import ImageDataset
     from repaint.masks import MASK_KINDS, make_mask
-    from repaint.metrics import mean_ci95, psnr
+    from repaint.evaluation.metrics import mean_ci95, psnr
     from repaint.inpainter import Inpainter
     from repaint.settings import FAST
 
@@ -194,7 +194,8 @@ def check_face_fills(faces: str, device, count: int = 16, accel: Accel = Accel()
     diff = scores["default"] - scores["fp32"]
     mean, half = mean_ci95(diff)
     per_kind = {kind: float(diff[i * count:(i + 1) * count].mean()) for i, kind in enumerate(kinds)}
-    result = dict(fills=len(images), psnr_fp32=float(scores["fp32"].mean()), psnr_default=float(scores["default"].mean()),
+    result = dict(fills=len(images), psnr_fp32=float(scores["fp32"].mean()),
+                  psnr_default=float(scores["default"].mean()),
                   diff_db=mean, ci95_half_width_db=half, per_kind_diff_db=per_kind, seconds=seconds,
                   default_mode=accel.resolve(device).label())
     check(f"face fills, default within {FILL_MARGIN_DB} dB of fp32", abs(mean) + half <= FILL_MARGIN_DB,

@@ -9,7 +9,8 @@ compiled networks, most important stage first, and writes what it has after ever
 Stages: environment and ceilings (matmul, copy, one large convolution); the default mode ("auto") against the float32
 reference at batch 8, then batch 1, then a batch scan; the numerics checks; eager modes; the bundled face model's
 fills; compilation time with a warm cache (a second process); a real RePaint run; a kernel-time profile of one
-compiled call; then variants of the compiled mode while time is left. Results: OUT/gpu_session.json (and the log on stdout).
+compiled call; then variants of the compiled mode while time is left. Results: OUT/gpu_session.json (and the log
+on stdout).
 """
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ def stage_warm_compile(s: Session, b: Bench) -> None:
     size = b.config.image_size
     code = (
         "import sys, time, torch; sys.path.insert(0, 'benchmarks'); import bench\n"
-        "from repaint.accel import *; from repaint.checkpoints import get_preset; from repaint.models.config import build_model\n"
+        "from repaint.accel import *; from repaint.checkpoints import get_preset\n"
+        "from repaint.models.config import build_model\n"
         f"torch.manual_seed(0); d = torch.device('{b.device.type}')\n"
         f"with d: net = build_model(get_preset('{b.preset}').config).eval().requires_grad_(False)\n"
         f"x = torch.randn(8, 3, {size}, {size}, device=d); t = torch.full((8,), 500, device=d)\n"

@@ -1,6 +1,6 @@
 """Samplers against exact answers on a suite of Gaussian-mixture problems, with intervals (issue 13).
 
-Two phases, on disjoint seeds (:data:`repaint.groundtruth.SELECTION_SEED`, :data:`~repaint.groundtruth.REPORT_SEED`):
+Two phases, on disjoint seeds (:data:`repaint.evaluation.groundtruth.SELECTION_SEED`, :data:`~.REPORT_SEED`):
 
     OMP_NUM_THREADS=1 python benchmarks/groundtruth_suite.py select   # grid on the selection problems and seeds
     OMP_NUM_THREADS=1 python benchmarks/groundtruth_suite.py report   # fixed candidates, every problem, fresh seeds
@@ -22,18 +22,9 @@ from pathlib import Path
 import torch
 
 from repaint.settings import FAST as FAST_PRESET
-from repaint.groundtruth import (
-    PROBLEMS,
-    REPORT_RANDOM,
-    REPORT_SEED,
-    Run,
-    SELECTION_PROBLEMS,
-    SELECTION_SEED,
-    compare,
-    describe,
-    get_problem,
-    run_sampler,
-    summarise,
+from repaint.evaluation.groundtruth import (
+    PROBLEMS, REPORT_RANDOM, REPORT_SEED, Run, SELECTION_PROBLEMS, SELECTION_SEED, compare, describe, get_problem,
+    run_sampler, summarise
 )
 from repaint.settings import SamplerSettings
 
@@ -261,7 +252,8 @@ def tables() -> str:
             continue
         data = json.loads(path.read_text())["problems"][name]
         p = data["problem"]
-        lines += [(f"**{name}** ({p['shape'][1]}x{p['shape'][2]}, {p['components']} components, {p['known_pixels']} known "
+        lines += [(f"**{name}** ({p['shape'][1]}x{p['shape'][2]}, {p['components']} components, "
+                   f"{p['known_pixels']} known "
                   f"pixels, {p['excluded_components']} excluded; n = {data['n']} per setting)"), "",
                   ("| setting | calls | excluded [95 % CI] | TV | spread ratio [95 % CI] | mean err | TV - paper "
                   "[95 % CI] | equiv. | non-inf. | goal |"), "|---|---:|---:|---:|---:|---:|---:|:-:|:-:|:-:|"]
@@ -281,7 +273,8 @@ def tables() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("phase", choices=("select", "report", "tables"))
-    parser.add_argument("--stage", type=int, default=1, choices=(1, 2, 3, 4, 5), help="selection grid (see selection_grid)")
+    parser.add_argument("--stage", type=int, default=1, choices=(1, 2, 3, 4, 5),
+                        help="selection grid (see selection_grid)")
     parser.add_argument("--n", type=int, default=500, help="fills per setting in the selection phase")
     parser.add_argument("--n-easy", type=int, default=5000, help="fills per setting, easy/mixed, report phase")
     parser.add_argument("--problem", default=None, help="report one problem only (a name, or random-SEED)")
@@ -294,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.phase == "report" and args.stage in (3, 5):
         every = [*PROBLEMS, *(REPORT_RANDOM if args.stage == 3 else FINAL_RANDOM)]
-        report_candidates(args.n_easy, args.n_hard, args.n_random, [args.problem] if args.problem else every, args.stage)
+        problems = [args.problem] if args.problem else every
+        report_candidates(args.n_easy, args.n_hard, args.n_random, problems, args.stage)
         return 0
     problems = [args.problem] if args.problem else list(PROBLEMS)
     result = select(args.n, args.stage) if args.phase == "select" else report(args.n_easy, args.n_hard, problems)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from repaint.data import ImageDataset
 from repaint.masks import MASK_KINDS, make_mask
-from repaint.metrics import psnr, ssim
+from repaint.evaluation.metrics import psnr, ssim
 from repaint.inpainter import Inpainter
 from repaint.settings import SamplerSettings
 from repaint.training import sample, save_grid
@@ -63,7 +63,8 @@ def example_strip(inpainter: Inpainter, settings: SamplerSettings, path: Path, s
 
 def region_scores(gt: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
     hole = 1 - mask[:, 0]
-    return {"psnr": float(psnr(out.clamp(-1, 1), gt, hole).mean()), "ssim": float(ssim(out.clamp(-1, 1), gt, hole).mean())}
+    out = out.clamp(-1, 1)
+    return {"psnr": float(psnr(out, gt, hole).mean()), "ssim": float(ssim(out, gt, hole).mean())}
 
 
 def main() -> None:

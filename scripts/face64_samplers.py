@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from repaint.masks import MASK_KINDS, make_mask
-from repaint.metrics import psnr, ssim
+from repaint.evaluation.metrics import psnr, ssim
 from repaint.inpainter import Inpainter
 from repaint.settings import FAST, SamplerSettings
 from repaint.data import ImageDataset

@@ -45,7 +45,8 @@ def _folders(root: Path, g: torch.Generator) -> dict[str, Path]:
 
 def _setting_and_side(con, token: str) -> tuple[str, str]:
     row = con.execute("SELECT it.setting, ml.name FROM trials t JOIN pairs p ON p.id = t.pair JOIN items it "
-                      "ON it.id = p.item JOIN methods ml ON ml.id = t.left_method WHERE t.token = ?", (token,)).fetchone()
+                      "ON it.id = p.item JOIN methods ml ON ml.id = t.left_method WHERE t.token = ?",
+                      (token,)).fetchone()
     return row[0], "left" if row[1] == "ours" else "right"
 
 

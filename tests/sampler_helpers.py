@@ -4,7 +4,7 @@ the known region is exact and that each image depends on its own seed only."""
 import torch
 
 from repaint.diffusion import Diffusion, DiffusionConfig
-from repaint.gmm import image_mixture
+from repaint.evaluation.gmm import image_mixture
 from repaint.samplers.common import make_generators
 from repaint.samplers import get_sampler
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from evaluation_helpers import SIZE, image_folder, tiny_model
 from repaint import api
-from repaint import evaluate as ev
+from repaint import evaluation as ev
 from repaint.io import ImageError, OutputDirs
 from repaint.masks import MaskError
 from repaint.inpainter import Inpainter

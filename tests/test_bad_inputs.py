@@ -54,7 +54,8 @@ class Case:
 CASES = [
     # repaint inpaint (the bundled 64x64 model unless --model says otherwise)
     Case("image file missing", "inpaint {w}/missing.png {mask} --out {out}", "image file not found"),
-    Case("--seed beyond 2**63 (refused before loading)", "inpaint {face} {mask} --out {out} --seed 99999999999999999999",
+    Case("--seed beyond 2**63 (refused before loading)",
+         "inpaint {face} {mask} --out {out} --seed 99999999999999999999",
          "out of range"),
     Case("output folder cannot be created (before sampling)", "inpaint {face} {mask} --out {face}/results",
          "cannot write to the output folder"),
@@ -263,7 +264,7 @@ def inputs(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------------------------
 
 def _api_calls(p: dict[str, str]) -> dict:
-    from repaint.evaluate import evaluate
+    from repaint.evaluation import evaluate
     from repaint.io import load_image
     from repaint.masks import make_mask
     from repaint.inpainter import Inpainter

@@ -15,7 +15,9 @@ import torch
 
 diffusers = pytest.importorskip("diffusers", reason="the diffusers extra is not installed (pip install -e '.[test]')")
 
-from repaint.checkpoints.diffusers_adapter import MISSING_PACKAGE, is_diffusers_folder, load_diffusers, scheduler_settings
+from repaint.checkpoints.diffusers_adapter import (
+    MISSING_PACKAGE, is_diffusers_folder, load_diffusers, scheduler_settings
+)
 from repaint.diffusion import Diffusion
 from repaint.inpainter import Inpainter
 from repaint.samplers import SAMPLERS
@@ -182,7 +184,7 @@ def test_folder_errors_are_one_line(tmp_path):
 
 
 def test_evaluation_identity_of_a_diffusers_model(tmp_path):
-    from repaint.evaluate import load_model
+    from repaint.evaluation import model_with_identity as load_model
 
     folder, _, _ = save_pipeline(tmp_path, dict(num_train_timesteps=100, prediction_type="v_prediction"))
     _, identity = load_model(str(folder), "cpu")

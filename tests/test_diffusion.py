@@ -14,7 +14,8 @@ def _close(actual, expected, atol=1e-6):
 def test_respacing_tables_match_reference(respacing_fixture):
     for case in respacing_fixture["cases"]:
         config = DiffusionConfig(
-            steps=case["base_steps"], noise_schedule=case["noise_schedule"], timestep_respacing=case["timestep_respacing"]
+            steps=case["base_steps"], noise_schedule=case["noise_schedule"],
+            timestep_respacing=case["timestep_respacing"]
         )
         diffusion = Diffusion(config)
         assert diffusion.timestep_map.tolist() == case["timestep_map"], case["id"]
@@ -36,7 +37,8 @@ def test_section_counts_split_the_process():
     assert sum(k < 100 for k in kept) == 10 and sum(100 <= k < 200 for k in kept) == 5 and kept[-1] == 200
 
 
-@pytest.mark.parametrize("respacing, word", [("abc", "bad timestep respacing"), ("2000", "cannot keep"), ("ddim999", "stride")])
+@pytest.mark.parametrize("respacing, word",
+                         [("abc", "bad timestep respacing"), ("2000", "cannot keep"), ("ddim999", "stride")])
 def test_bad_respacing_is_refused(respacing, word):
     with pytest.raises(ValueError, match=word):
         space_timesteps(1000, respacing)
@@ -65,7 +67,8 @@ def test_p_mean_variance_learned_range(steps_fixture):
 def test_p_mean_variance_fixed_large(steps_fixture):
     data = steps_fixture["fixed_large_upstream"]
     diffusion = Diffusion(DiffusionConfig(timestep_respacing="250", learn_sigma=False))
-    np.testing.assert_allclose(diffusion.tables64["fixed_large_variance"], data["fixed_large_variance_table"], rtol=1e-12)
+    np.testing.assert_allclose(diffusion.tables64["fixed_large_variance"], data["fixed_large_variance_table"],
+                               rtol=1e-12)
     for case in data["cases"]:
         out = diffusion.p_mean_variance(case["model_output"], case["x_t"], case["t"], case["clip_denoised"])
         for field in STEP_FIELDS:

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from evaluation_helpers import FAST, image_folder, tiny_model
 
-from repaint import evaluate as ev
+from repaint import evaluation as ev
 
 WORKER = textwrap.dedent("""
     import sys
     import torch.distributed as dist
-    from repaint.evaluate import evaluate
+    from repaint.evaluation import evaluate
     from repaint.settings import SamplerSettings
 
     images, out, model = sys.argv[1:4]

@@ -10,11 +10,13 @@ import torch
 from evaluation_helpers import FAST, SIZE, image_folder, tiny_model
 from PIL import Image
 
-from repaint import evaluate as ev
+from repaint import evaluation as ev
 from repaint.io import load_image
 from repaint.masks import load_mask, make_mask, save_mask
-from repaint.metrics import lpips_distance, psnr, ssim
+from repaint.evaluation.metrics import lpips_distance, psnr, ssim
+from repaint.evaluation.outputs import _differences
 from repaint.inpainter import Inpainter
+from repaint.settings import SamplerSettings
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ def test_report_equals_recomputation_from_files(first_run):
 def test_known_region_is_the_mask_of_the_setting(first_run):
     _, out, _ = first_run
     mask = load_mask(out / "half" / "gt_keep_mask" / "img0.png") > 0
-    assert torch.equal(mask.float(), ev.make_mask("half", SIZE))
+    assert torch.equal(mask.float(), make_mask("half", SIZE))
 
 
 def test_unreadable_image_is_skipped_and_listed(first_run):
@@ -142,7 +144,7 @@ def test_other_settings_are_refused(first_run, inpainter):
     with pytest.raises(ev.EvalError, match=r"differs in: seed.*new output folder.*delete"):
         run_again(images, out, inpainter, seed=5)
     with pytest.raises(ev.EvalError, match="differs in: sampler"):
-        run_again(images, out, inpainter, settings=ev.SamplerSettings(steps=6, jump_length=1, jump_n_sample=1))
+        run_again(images, out, inpainter, settings=SamplerSettings(steps=6, jump_length=1, jump_n_sample=1))
 
 
 def test_missing_mask_in_folder_is_reported(tmp_path, inpainter):
@@ -237,9 +239,9 @@ def test_bad_arguments(tmp_path, inpainter):
 def test_model_identity_ignores_the_file_name(model_file, inpainter, tmp_path):
     copy = tmp_path / "renamed.safetensors"
     copy.write_bytes(Path(model_file).read_bytes())
-    a, b = ev.load_model(str(model_file), "cpu")[1], ev.load_model(str(copy), "cpu")[1]
+    a, b = ev.model_with_identity(str(model_file), "cpu")[1], ev.model_with_identity(str(copy), "cpu")[1]
     assert a["weights_sha256_1mb"] == b["weights_sha256_1mb"] and a["file"] != b["file"]
-    assert ev._differences({"model": a}, {"model": b}) == []
+    assert _differences({"model": a}, {"model": b}) == []
 
 
 def test_unet_settings_from_the_command_line_reach_the_model_and_the_manifest(tmp_path):

@@ -4,9 +4,9 @@ import json
 import pytest
 from evaluation_helpers import image_folder, tiny_model
 
-from repaint import experiments as ex
+from repaint.evaluation import experiments as ex
 from repaint.samplers import sdedit
-from repaint.evaluate import EvalError
+from repaint.evaluation import EvalError
 from repaint.inpainter import Inpainter
 from repaint.samplers import get_sampler
 from repaint.settings import SamplerSettings

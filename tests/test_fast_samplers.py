@@ -5,7 +5,7 @@ import torch
 
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.samplers.time_travel import _ddim_step, grouped_moves, time_travel_iter
-from repaint.gmm import image_mixture
+from repaint.evaluation.gmm import image_mixture
 from repaint.samplers import get_sampler
 from repaint.samplers.common import make_generators
 from repaint.schedule import jump_schedule

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from repaint.diffusion import Diffusion, DiffusionConfig, beta_schedule
-from repaint.gmm import (
-    GaussianMixture, disharmony_problem, fidelity_metrics, image_mixture, sliced_wasserstein, validate,
+from repaint.evaluation.gmm import (
+    GaussianMixture, disharmony_problem, fidelity_metrics, image_mixture, sliced_wasserstein, validate
 )
 from repaint.settings import SamplerSettings
 

@@ -3,19 +3,9 @@
 import pytest
 import torch
 
-from repaint.groundtruth import (
-    MARGINS,
-    PROBLEMS,
-    REPORT_RANDOM,
-    SELECTION_PROBLEMS,
-    anisotropic_covariance,
-    compare,
-    describe,
-    get_problem,
-    random_problem,
-    score,
-    smooth_pattern,
-    summarise,
+from repaint.evaluation.groundtruth import (
+    MARGINS, PROBLEMS, REPORT_RANDOM, SELECTION_PROBLEMS, anisotropic_covariance, compare, describe, get_problem,
+    random_problem, score, smooth_pattern, summarise
 )
 
 

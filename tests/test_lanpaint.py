@@ -4,8 +4,8 @@ import pytest
 from sampler_helpers import MIX, assert_known_exact_and_seeded_per_image, run_on_mixture
 
 from repaint.diffusion import Diffusion, DiffusionConfig
-from repaint.gmm import disharmony_problem
-from repaint.groundtruth import run_sampler, score
+from repaint.evaluation.gmm import disharmony_problem
+from repaint.evaluation.groundtruth import run_sampler, score
 from repaint.samplers.lanpaint import network_calls
 from repaint.settings import SamplerSettings
 

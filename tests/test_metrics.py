@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from repaint.metrics import (ALEXNET_FILE, INCEPTION_FILE, InceptionFeatures, LPIPSMetric, MetricWeightsMissing,
-                             build_lpips, feature_stats, fid, fid_from_features, frechet_distance, lpips_distance, mean_ci95, psnr,
-                             ssim)
+from repaint.evaluation.metrics import (
+    ALEXNET_FILE, INCEPTION_FILE, InceptionFeatures, LPIPSMetric, MetricWeightsMissing, build_lpips, feature_stats,
+    fid, fid_from_features, frechet_distance, lpips_distance, mean_ci95, psnr, ssim
+)
 
 
 def images(n=3, size=64, seed=0):

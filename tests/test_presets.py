@@ -8,8 +8,13 @@ import pytest
 import torch
 from official import FIXTURES, load_fixture, reference, run
 
-from repaint.checkpoints import PRESETS, CheckpointError, Preset, get_preset, infer_classifier_config, infer_unet_config, load_checkpoint, save_checkpoint
-from repaint.models.config import ClassifierConfig, DiffusionSettings, UNetConfig, build_model, config_from_official_kwargs
+from repaint.checkpoints import (
+    PRESETS, CheckpointError, Preset, get_preset, infer_classifier_config, infer_unet_config, load_checkpoint,
+    save_checkpoint
+)
+from repaint.models.config import (
+    ClassifierConfig, DiffusionSettings, UNetConfig, build_model, config_from_official_kwargs
+)
 
 HEAD_FLAGS = ("num_heads", "num_head_channels", "num_heads_upsample", "use_new_attention_order")
 PRESET_OF = {  # full_size_keys.json id -> preset
@@ -41,7 +46,8 @@ def test_config_dict_round_trip_and_unknown_keys():
 
 
 def test_default_channel_mult_by_image_size():
-    for size, mult in [(512, (0.5, 1, 1, 2, 2, 4, 4)), (256, (1, 1, 2, 2, 4, 4)), (128, (1, 1, 2, 3, 4)), (64, (1, 2, 3, 4))]:
+    defaults = [(512, (0.5, 1, 1, 2, 2, 4, 4)), (256, (1, 1, 2, 2, 4, 4)), (128, (1, 1, 2, 3, 4)), (64, (1, 2, 3, 4))]
+    for size, mult in defaults:
         assert UNetConfig(size, 64, 1, (16,)).channel_mult == mult
         assert ClassifierConfig(size).channel_mult == mult
     with pytest.raises(ValueError, match="channel_mult"):
@@ -62,7 +68,8 @@ def test_presets_match_official_kwargs(model_id):
     assert preset.config == config_from_official_kwargs(kwargs)
     if preset.kind == "unet":
         conf = entry["model_and_diffusion_conf"]
-        assert preset.diffusion == DiffusionSettings(conf["diffusion_steps"], conf["noise_schedule"], conf["learn_sigma"])
+        expected = DiffusionSettings(conf["diffusion_steps"], conf["noise_schedule"], conf["learn_sigma"])
+        assert preset.diffusion == expected
     assert preset.filename.endswith(".pt") and preset.published and preset.description
 
 

@@ -52,7 +52,8 @@ def test_whole_sampling_loop_matches_reference(steps_fixture):
                      paste_known=False)
     )
     assert not noise.tensors, "sampler drew less noise than the reference"
-    assert [(s.t_last, s.t_cur, s.kind) for s in steps] == [(t["t_last"], t["t_cur"], t["kind"]) for t in loop["transitions"]]
+    expected = [(t["t_last"], t["t_cur"], t["kind"]) for t in loop["transitions"]]
+    assert [(s.t_last, s.t_cur, s.kind) for s in steps] == expected
     reverse = [i for i, t in enumerate(loop["transitions"]) if t["kind"] == "reverse"]
     assert len(seen) == len(reverse) == steps[-1].calls
     for (x_in, model_t), i in zip(seen, reverse):

@@ -30,9 +30,11 @@ def test_each_entry_lists_the_options_its_sampler_takes(name):
     row = SAMPLERS[name]
     for key, default in row.options.items():
         if default is not None:
-            row.calls(SamplerSettings(steps=10, jump_length=2, jump_n_sample=2, sampler=name, options={key: default}), 10)
+            settings = SamplerSettings(steps=10, jump_length=2, jump_n_sample=2, sampler=name, options={key: default})
+            row.calls(settings, 10)
     with pytest.raises(ValueError, match=f"{name}.*no option"):
-        settings = SamplerSettings(steps=10, jump_length=2, jump_n_sample=2, sampler=name, options={"no_such_option": 1})
+        settings = SamplerSettings(steps=10, jump_length=2, jump_n_sample=2, sampler=name,
+                                   options={"no_such_option": 1})
         row.calls(settings, 10)
         row.run(None, None, None, None, settings=settings, generators=[])
 

@@ -97,7 +97,8 @@ def test_vlb_terms_by_hand():
         if ti == 0:
             value = -discretized_gaussian_log_likelihood(x0[i].double(), mean, 0.5 * log_var).mean()
         else:
-            true_mean = tab["posterior_mean_coef1"][ti] * x0[i].double() + tab["posterior_mean_coef2"][ti] * xt[i].double()
+            true_mean = (tab["posterior_mean_coef1"][ti] * x0[i].double()
+                         + tab["posterior_mean_coef2"][ti] * xt[i].double())
             true_log_var = torch.tensor(tab["posterior_log_variance_clipped"][ti], dtype=torch.float64)
             value = normal_kl(true_mean, true_log_var, mean, log_var).mean()
         expected.append(float(value) / math.log(2))

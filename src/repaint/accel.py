@@ -24,11 +24,11 @@ ran in.
 ==================  ================================================================================================
 
 ``compile`` and ``channels_last`` left at ``None`` are on for a reduced-precision run on CUDA that can compile, off
-otherwise; ``cuda_graphs`` at ``None`` is on wherever the call is compiled or the precision is "auto" on CUDA. Set
-them to force either way (eager GroupNorm on channels-last memory is slow, which is why eager calls stay NCHW). A compiled call treats the batch size as
-dynamic (one compilation serves every batch of two or more; batch 1 gets its own), so the last, smaller batch of a
-run does not recompile. Compiled code is cached on disk (:func:`compile_cache_dir`), so only a machine's first run
-pays the full compilation.
+otherwise; ``cuda_graphs`` at ``None`` is on wherever the call is compiled or the precision is "auto" on CUDA. Set them
+to force either way (eager GroupNorm on channels-last memory is slow, which is why eager calls stay NCHW). A compiled
+call treats the batch size as dynamic (one compilation serves every batch of two or more; batch 1 gets its own), so the
+last, smaller batch of a run does not recompile. Compiled code is cached on disk (:func:`compile_cache_dir`), so only a
+machine's first run pays the full compilation.
 
 Weights are cast once, up front: autocast alone would cast all 552.8M parameters of the 256x256 model again on every
 call (about 3.3 GB of memory traffic per call).
@@ -76,9 +76,11 @@ class Accel:
     compile: bool | None = None         # torch.compile; None = on CUDA for auto/bf16/fp16 where a compiler runs
     cuda_graphs: bool | None = None     # one CUDA graph per input shape, replayed; None = whenever compiled on CUDA
     compile_mode: str | None = None     # torch.compile mode (None = inductor's default)
-    compile_options: tuple[tuple[str, object], ...] = ()  # inductor settings, e.g. (("coordinate_descent_tuning", True),)
+    # inductor settings, e.g. (("coordinate_descent_tuning", True),)
+    compile_options: tuple[tuple[str, object], ...] = ()
     dynamic_batch: bool = True          # compile the batch dimension as dynamic (batch 1 is compiled on its own)
-    channel_moments_norm: bool = False  # compiled calls take GroupNorm from per-channel moments (not yet timed on a GPU)
+    # compiled calls take GroupNorm from per-channel moments (not yet timed on a GPU)
+    channel_moments_norm: bool = False
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

@@ -47,7 +47,8 @@ class ConfError(ValueError):
     """A reference config that cannot be read or asks for something we do not implement."""
 
 
-# Architecture: guided-diffusion create_model / create_classifier arguments (see repaint.models.config.config_from_official_kwargs).
+# Architecture: guided-diffusion create_model / create_classifier arguments
+# (see repaint.models.config.config_from_official_kwargs).
 UNET_KEYS = (
     "image_size", "num_channels", "num_res_blocks", "channel_mult", "learn_sigma", "class_cond",
     "attention_resolutions", "num_heads", "num_head_channels", "num_heads_upsample", "use_scale_shift_norm",
@@ -221,7 +222,8 @@ def _eval_data(conf: Mapping[str, Any], unknown: list[str]) -> list[EvalData]:
         paths = entry.get("paths") or {}
         unknown += [f"{where}.paths.{k}" for k in paths if k not in PATH_KEYS and k != "root"]
         entries.append(EvalData(
-            name=str(name), gt_path=Path(entry["gt_path"]).expanduser(), mask_path=Path(entry["mask_path"]).expanduser(),
+            name=str(name), gt_path=Path(entry["gt_path"]).expanduser(),
+            mask_path=Path(entry["mask_path"]).expanduser(),
             image_size=entry.get("image_size"), offset=int(entry.get("offset") or 0), max_len=entry.get("max_len"),
             batch_size=entry.get("batch_size"),
             paths={PATH_KEYS[k]: Path(v).expanduser() for k, v in paths.items() if k in PATH_KEYS and v},

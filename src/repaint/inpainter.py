@@ -27,6 +27,7 @@ __all__ = [
     "Inpainter",
     "recommended_settings",
     "unet_model_fn",
+    "labels_from_seeds",
 ]
 
 # The bundled face model's default: LanPaint at 46 steps (230 network calls, the fast RePaint schedule's cost), chosen
@@ -39,6 +40,13 @@ def recommended_settings(model: str) -> SamplerSettings:
     the small bundled face model, so the main command takes seconds on a CPU; the paper's RePaint (2,410 calls) for
     everything else."""
     return BUNDLED_DEFAULT if model == "default" else PAPER
+
+
+def labels_from_seeds(seeds: Sequence[int], num_classes: int) -> list[int]:
+    """One class label per sample, drawn from the sample's seed: the label a class-conditional model gets when none is
+    given (the reference draws a random class per image). The same rule in the CLI and the evaluation."""
+    return [int(torch.randint(num_classes, (1,), generator=torch.Generator().manual_seed(int(seed))))
+            for seed in seeds]
 
 
 def unet_model_fn(unet: torch.nn.Module, y: torch.Tensor | None = None) -> ModelFn:

@@ -60,7 +60,7 @@ class SamplerSettings(JumpParams):
         return self.timestep_respacing or str(self.steps)
 
     def diffusion_config(self, trained) -> DiffusionConfig:
-        """The respaced diffusion for a checkpoint trained as ``trained`` (a repaint.models.config.DiffusionSettings)."""
+        """The respaced diffusion for a checkpoint trained as ``trained`` (a models.config.DiffusionSettings)."""
         return trained.diffusion_config(self.respacing())
 
     def jump_schedule(self, t_T: int) -> JumpSchedule:

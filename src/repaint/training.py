@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from PIL import Image
 from torch import nn
 
 from .accel import TRAINING_PRECISIONS
+from .distributed import Shard, shard
 from .data import ImageDataset, batches_per_epoch, epoch_batches
 from .files import atomic_write
 from .diffusion import Diffusion, DiffusionConfig
@@ -445,50 +445,10 @@ def export_ema(
 
 
 # ----------------------------------------------------------------------------------------------
-# Distributed helpers
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-    owns_group: bool = False          # this run created the process group (and destroys it at the end)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(config: TrainConfig) -> _Dist:
-    """Read torchrun's environment; with WORLD_SIZE > 1 join the process group (nccl on CUDA, else gloo)."""
-    want_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local) if want_cuda else torch.device("cpu")
-    if want_cuda:
-        torch.cuda.set_device(device)
-    if world == 1:
-        return _Dist(0, 1, device)
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group("nccl" if want_cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), device, owns)
-
-
-def _mean_across(values: list[float], d: _Dist) -> list[float]:
-    if d.world == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=d.device)
-    dist.all_reduce(tensor)
-    return (tensor / d.world).tolist()
-
-
-# ----------------------------------------------------------------------------------------------
 # The loop
 
 
-def _batches(dataset: ImageDataset, config: TrainConfig, d: _Dist, start_step: int) -> Iterator[torch.Tensor]:
+def _batches(dataset: ImageDataset, config: TrainConfig, d: Shard, start_step: int) -> Iterator[torch.Tensor]:
     """An endless stream of [B, 3, H, W] batches, beginning with the one of step ``start_step``."""
     per_epoch = batches_per_epoch(len(dataset), config.batch_size, d.world)
     epoch, start = divmod(start_step, per_epoch)
@@ -545,7 +505,8 @@ def train(config: TrainConfig) -> TrainResult:
 
     Each step: draw a batch, t ~ U{0..T-1}, eps ~ N(0, I), minimise :func:`hybrid_loss` with AdamW, update the EMA.
     """
-    d = _setup_distributed(config)
+    want_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    d = shard("cuda" if want_cuda else "cpu", backend="nccl" if want_cuda else "gloo")
     autocast = _autocast(config, d.device)  # fp16 without CUDA: an error before anything is created
     dataset = ImageDataset(config.data, config.model.image_size, flip=config.flip, seed=config.seed)
     batches_per_epoch(len(dataset), config.batch_size, d.world)  # too few images: an error before any file is written
@@ -583,7 +544,8 @@ def train(config: TrainConfig) -> TrainResult:
 
     net = model
     if d.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        ids = [d.device.index] if d.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     started = time.monotonic()
     last_save = started
     window: dict[str, list[float]] = {"loss": [], "mse": [], "vb": []}
@@ -652,7 +614,7 @@ def train(config: TrainConfig) -> TrainResult:
             for key in window:
                 window[key].append(float(terms[key].detach().mean()))
             if config.log_interval and step % config.log_interval == 0:
-                means = _mean_across([float(np.mean(v)) for v in window.values()], d)
+                means = d.mean([float(np.mean(v)) for v in window.values()])
                 last_loss = means[0]
                 if d.main:
                     seconds = (time.monotonic() - window_start) / len(window["loss"])
@@ -665,11 +627,11 @@ def train(config: TrainConfig) -> TrainResult:
                 _write_samples(ema, config, out, step, d.device)
 
             out_of_time = config.max_minutes and time.monotonic() - started > 60 * config.max_minutes
-            stop = _agree(stopper.requested or bool(out_of_time), d)
+            stop = d.any(stopper.requested or bool(out_of_time))
             due = (config.save_interval and step % config.save_interval == 0) or (
                 config.save_minutes and time.monotonic() - last_save > 60 * config.save_minutes
             )
-            if stop or _agree(bool(due), d) or step == config.steps:
+            if stop or d.any(bool(due)) or step == config.steps:
                 checkpoint = save()
             if stop:
                 stopped_early = step < config.steps
@@ -680,20 +642,8 @@ def train(config: TrainConfig) -> TrainResult:
         warnings.warn(f"{len(dataset.unreadable)} unreadable training image(s) were skipped (each replaced by the "
                       f"next readable one): {', '.join(sorted(dataset.unreadable)[:3])}"
                       f"{', ...' if len(dataset.unreadable) > 3 else ''}", stacklevel=2)
-    if d.world > 1:
-        dist.barrier()
-        if d.owns_group:
-            dist.destroy_process_group()
+    d.close()
     return TrainResult(step, checkpoint, last_loss, stopped_early)
-
-
-def _agree(flag: bool, d: _Dist) -> bool:
-    """True on every rank if it is true on any (so all ranks stop and checkpoint at the same step)."""
-    if d.world == 1:
-        return flag
-    tensor = torch.tensor([float(flag)], device=d.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
 
 
 def _write_samples(ema: nn.Module, config: TrainConfig, out: Path, step: int, device: torch.device) -> Path:

@@ -21,7 +21,8 @@ from .presets import FACE64_DIFFUSION, FACE64_UNET, PRESETS, Preset, get_preset
 
 __all__ = [
     "CheckpointError", "KINDS", "METADATA_KEY", "PRESETS", "Preset", "get_preset", "FACE64_UNET", "FACE64_DIFFUSION",
-    "read_checkpoint", "save_checkpoint", "load_checkpoint", "load_denoiser", "load_classifier", "resolve_checkpoint", "default_model_path",
+    "read_checkpoint", "save_checkpoint", "load_checkpoint", "load_denoiser", "load_classifier", "resolve_checkpoint",
+    "default_model_path",
     "config_record", "config_from_record", "describe_mismatch", "expected_shapes", "read_sidecar", "sidecar_path",
     "detect_kind", "infer_unet_config", "infer_classifier_config", "guessed_settings", "UNET_UNDETERMINED",
     "CHECKPOINT_DIRS_ENV",

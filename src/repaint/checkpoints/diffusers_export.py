@@ -51,7 +51,8 @@ def diffusers_unet_config(config: UNetConfig, model: nn.Module) -> dict[str, Any
     """``UNet2DModel(**kwargs)`` for the ADM UNet ``model`` built from ``config``; CheckpointError if inexpressible."""
     widths = [int(m * config.model_channels) for m in config.channel_mult]
     if any(w != m * config.model_channels for w, m in zip(widths, config.channel_mult)):
-        raise CheckpointError(f"channel_mult {config.channel_mult} gives fractional widths; UNet2DModel cannot express it")
+        raise CheckpointError(
+            f"channel_mult {config.channel_mult} gives fractional widths; UNet2DModel cannot express it")
     if widths[0] != config.model_channels:
         raise CheckpointError(f"the first level is {widths[0]} wide but the timestep features are "
                               f"{config.model_channels}; UNet2DModel ties the two (channel_mult[0] must be 1)")
@@ -194,7 +195,8 @@ def export_diffusers(source: str | Path, out_dir: str | Path) -> Path:
     weights = diffusers_state_dict(config, model)
     missing, unexpected = _compare(unet.state_dict(), weights)
     if missing or unexpected:
-        raise CheckpointError(f"the export does not fill UNet2DModel: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise CheckpointError(
+            f"the export does not fill UNet2DModel: missing {missing[:3]}, unexpected {unexpected[:3]}")
     unet.load_state_dict(weights, strict=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:

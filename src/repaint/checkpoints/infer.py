@@ -86,7 +86,8 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
         raise CheckpointError(str(error)) from None
 
 
-def infer_unet_config(state_dict: Mapping[str, torch.Tensor], image_size: int | None = None, **overrides: Any) -> UNetConfig:
+def infer_unet_config(state_dict: Mapping[str, torch.Tensor], image_size: int | None = None,
+                      **overrides: Any) -> UNetConfig:
     """The UNetConfig of any guided-diffusion UNet state dict, read off its keys and shapes.
 
     Read from the weights: widths (model_channels, channel_mult), num_res_blocks, attention levels,
@@ -96,7 +97,8 @@ def infer_unet_config(state_dict: Mapping[str, torch.Tensor], image_size: int | 
     dropout and use_fp16. ``overrides`` (UNetConfig fields) replace any inferred value.
     """
     shapes = _shapes(state_dict)
-    _require(shapes, "time_embed.0.weight", "input_blocks.0.0.weight", "out.2.weight", "output_blocks.0.0.in_layers.0.weight")
+    _require(shapes, "time_embed.0.weight", "input_blocks.0.0.weight", "out.2.weight",
+             "output_blocks.0.0.in_layers.0.weight")
     model_channels = shapes["time_embed.0.weight"][1]
     in_channels = shapes["input_blocks.0.0.weight"][1]
     blocks = _count(shapes, "output_blocks")
@@ -121,7 +123,8 @@ def infer_unet_config(state_dict: Mapping[str, torch.Tensor], image_size: int | 
     return apply_overrides(config, overrides)
 
 
-def _classifier_candidate(shapes: Shapes, size: int, mult: tuple, overrides: Mapping[str, Any]) -> ClassifierConfig | None:
+def _classifier_candidate(shapes: Shapes, size: int, mult: tuple,
+                          overrides: Mapping[str, Any]) -> ClassifierConfig | None:
     """The classifier config for one (image_size, channel_mult) hypothesis, if the weights fit it."""
     width = shapes["time_embed.0.weight"][1]
     levels = len(mult)
@@ -148,7 +151,8 @@ def _classifier_candidate(shapes: Shapes, size: int, mult: tuple, overrides: Map
         return None
 
 
-def infer_classifier_config(state_dict: Mapping[str, torch.Tensor], image_size: int | None = None, **overrides: Any) -> ClassifierConfig:
+def infer_classifier_config(state_dict: Mapping[str, torch.Tensor], image_size: int | None = None,
+                            **overrides: Any) -> ClassifierConfig:
     """The ClassifierConfig of a guided-diffusion classifier state dict.
 
     The classifier has no decoder to reveal its level structure, so every official
@@ -163,7 +167,8 @@ def infer_classifier_config(state_dict: Mapping[str, torch.Tensor], image_size: 
     found = [c for s, m in hypotheses if m and (c := _classifier_candidate(shapes, s, m, overrides))]
     if len(found) != 1:
         what = "no" if not found else "several"
-        raise CheckpointError(f"{what} classifier layout fits these weights (tried image_size {sizes}); pass image_size/channel_mult")
+        raise CheckpointError(
+            f"{what} classifier layout fits these weights (tried image_size {sizes}); pass image_size/channel_mult")
     return found[0]
 
 

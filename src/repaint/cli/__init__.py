@@ -24,7 +24,13 @@ __all__ = ["cli", "main"]
 class _Group(click.Group):
     """The ``repaint`` group, run the way the ``repaint`` program runs it (also under click's test runner):
     click's own usage errors (a missing argument, a value out of range) are one line ``repaint: error: ...`` with
-    exit status 2 like the library's, and Ctrl-C exits 130 (128 + SIGINT) with one line."""
+    exit status 2 like the library's, and Ctrl-C exits 130 (128 + SIGINT) with one line. ``evaluate`` is accepted as
+    another name of ``eval`` without being listed twice in ``repaint --help``."""
+
+    aliases = {"evaluate": "eval"}
+
+    def get_command(self, ctx, cmd_name):
+        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -48,15 +54,14 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(package_name="repaint")
+@click.version_option(package_name="repaint-inpaint")
 def cli() -> None:
     """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""
 
 
 for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate, study, serve):
     cli.add_command(_command)
-cli.add_command(evaluate_command, "evaluate")
-cli.add_command(evaluate_command, "eval")  # the short name used in the docs
+cli.add_command(evaluate_command, "eval")
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""``repaint evaluate`` (alias ``eval``) and ``repaint ablate ...``: thin commands over :mod:`repaint.evaluate` and
-:mod:`repaint.experiments`."""
+"""``repaint evaluate`` (alias ``eval``) and ``repaint ablate ...``: thin commands over :mod:`repaint.evaluation` and
+:mod:`repaint.evaluation.experiments`."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def _eval_kwargs(opts: dict) -> dict:
 def evaluate_command(images: Path, out_dir: Path, model: str, published: str | None,
                      class_label: int | None, **opts) -> None:
     """Inpaint every image of IMAGES under each mask setting; write outputs and a Table 1 style report."""
-    from ..evaluate import evaluate
+    from ..evaluation import evaluate
     from ..inpainter import recommended_settings
 
     check_seed(opts["seed"], 1000 * 1000)
@@ -108,14 +108,14 @@ def _ablation(name: str, fn_name: str, extra):
     @_common
     @handles_errors
     def command(images: Path, out_dir: Path, model: str, **opts) -> None:
-        from .. import experiments
+        from ..evaluation import experiments
 
         specific = {key: opts.pop(key) for key in list(opts) if key in extra}
         specific = {k: (tuple(v) if isinstance(v, tuple) else v) for k, v in specific.items() if v not in ((), None)}
         table = getattr(experiments, fn_name)(images, out_dir, model, **specific, **_eval_kwargs(opts))
         click.echo(table.markdown())
 
-    command.__doc__ = getattr(importlib.import_module("repaint.experiments"), fn_name).__doc__.split("\n")[0]
+    command.__doc__ = getattr(importlib.import_module("repaint.evaluation.experiments"), fn_name).__doc__.split("\n")[0]
     for option in extra.values():
         command = option(command)
     return ablate.command(name)(command)

@@ -41,10 +41,6 @@ def output_name(path: Path) -> str:
     return path.stem if suffix == "png" else f"{path.stem}_{suffix}"
 
 
-def _label_for(seed: int, classes: int) -> int:
-    return int(torch.randint(classes, (1,), generator=torch.Generator().manual_seed(seed)))
-
-
 @click.command(epilog=EXAMPLES)
 @click.argument("image", required=False, type=click.Path(path_type=Path))
 @click.argument("mask", required=False, type=click.Path(path_type=Path))
@@ -88,7 +84,7 @@ def _label_for(seed: int, classes: int) -> int:
 def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -> None:
     """Inpaint IMAGE where MASK is black (white = keep), writing full-size PNGs under --out."""
     from ..conf import inpainter_from_conf, parse_conf, read_conf
-    from ..inpainter import Inpainter, recommended_settings
+    from ..inpainter import Inpainter, labels_from_seeds, recommended_settings
 
     explicit = explicit_options(ctx)
     conf = parse_conf(read_conf(opts["conf_file"])) if opts["conf_file"] else None
@@ -112,7 +108,8 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     accel = Accel(precision=opts["precision"], compile=opts["compile_net"], cuda_graphs=opts["cuda_graphs"])
     if conf is not None and "model" not in explicit:
         explicit_accel = {"precision", "compile_net", "cuda_graphs"} & explicit
-        inpainter = inpainter_from_conf(conf, device, classifier=opts["classifier"], accel=accel if explicit_accel else None)
+        inpainter = inpainter_from_conf(conf, device, classifier=opts["classifier"],
+                                        accel=accel if explicit_accel else None)
     else:
         conf_classifier = conf.classifier_path if conf is not None and conf.classifier_scale > 0 else None
         inpainter = Inpainter.load(model, classifier=opts["classifier"] or conf_classifier, device=device,
@@ -124,7 +121,7 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     scale = opts["classifier_scale"] if "classifier_scale" in explicit or conf is None else conf.classifier_scale
     seeds = [opts["seed"] + k for k in range(opts["n_samples"])]
     random_labels = label is None and inpainter.num_classes is not None and conf is not None
-    labels = [_label_for(s, inpainter.num_classes) for s in seeds] if random_labels else \
+    labels = labels_from_seeds(seeds, inpainter.num_classes) if random_labels else \
         (None if label is None else [label] * len(seeds))
 
     per_batch = network_calls(settings, inpainter.diffusion(settings).num_timesteps)

@@ -10,7 +10,7 @@ import click
 from ..masks import MASK_KINDS, make_masks, mask_preview_grid, save_mask
 from ..checkpoints import PRESETS
 from ..schedule import JumpSchedule
-from ..groundtruth import PROBLEMS
+from ..evaluation.groundtruth import PROBLEMS
 from .common import InputError, handles_errors, schedule_options, settings_from
 from ..samplers import describe
 
@@ -124,8 +124,8 @@ def masks(kind: str, count: int, size: int, seed: int, side: str | None, out_dir
 @handles_errors
 def validate(problem: str | None, count: int, seed: int, **opts) -> None:
     """Score a sampler against the exact answer on a Gaussian-mixture inpainting problem (docs/fidelity.md)."""
-    from ..gmm import validate as run_validation
-    from ..groundtruth import get_problem
+    from ..evaluation.gmm import validate as run_validation
+    from ..evaluation.groundtruth import get_problem
     from ..settings import PAPER
 
     settings = settings_from(PAPER, opts)

@@ -34,7 +34,8 @@ from .unet import attention_rates
 POOLS = ("attention", "adaptive")
 
 
-def pooling_head(pool: str, channels: int, spatial_size: int, num_head_channels: int, num_classes: int) -> nn.Sequential:
+def pooling_head(pool: str, channels: int, spatial_size: int, num_head_channels: int,
+                 num_classes: int) -> nn.Sequential:
     """GroupNorm -> SiLU -> pooling to [B, num_classes]."""
     if pool == "attention":
         head = [AttentionPool2d(spatial_size, channels, num_head_channels, num_classes)]

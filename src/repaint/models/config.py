@@ -33,6 +33,7 @@ DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
     64: (1, 2, 3, 4),
 }
 
+
 def _number(value: Any) -> float | int:
     value = float(value)
     return int(value) if value.is_integer() else value
@@ -51,7 +52,8 @@ def default_channel_mult(image_size: int) -> tuple[float, ...]:
     """The official per-level widths for ``image_size`` (64, 128, 256 or 512)."""
     if image_size not in DEFAULT_CHANNEL_MULT:
         sizes = ", ".join(map(str, sorted(DEFAULT_CHANNEL_MULT)))
-        raise ValueError(f"no default channel_mult for image_size={image_size} (defaults exist for {sizes}); pass channel_mult")
+        raise ValueError(
+            f"no default channel_mult for image_size={image_size} (defaults exist for {sizes}); pass channel_mult")
     return DEFAULT_CHANNEL_MULT[image_size]
 
 
@@ -226,7 +228,6 @@ def build_model(config: Config) -> nn.Module:
     return model_class(**config.model_kwargs())
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Official keyword arguments
 
@@ -260,8 +261,6 @@ def config_from_official_kwargs(kwargs: Mapping[str, Any]) -> Config:
     if unknown:
         raise ValueError(f"unknown {'create_classifier' if is_classifier else 'create_model'} arguments {unknown}")
     return config_class.from_dict({names[k]: v for k, v in kwargs.items() if k in names})
-
-
 
 
 OFFICIAL_NAMES = {**_UNET_KWARGS, **_CLASSIFIER_KWARGS}  # guided-diffusion flag name -> config field

@@ -100,4 +100,5 @@ def copaint(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *
     return x
 
 
-SAMPLER = Sampler(copaint, network_calls, "CoPaint: gradient steps on x_t, then DDIM", reads_eta=True, options=DEFAULT_OPTIONS)
+SAMPLER = Sampler(copaint, network_calls, "CoPaint: gradient steps on x_t, then DDIM", reads_eta=True,
+                  options=DEFAULT_OPTIONS)

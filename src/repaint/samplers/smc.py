@@ -211,4 +211,5 @@ def smc(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *, se
     return current
 
 
-SAMPLER = Sampler(smc, network_calls, "twisted SMC, K particles per image mid-chain; asymptotically exact", options=DEFAULT_OPTIONS)
+SAMPLER = Sampler(smc, network_calls, "twisted SMC, K particles per image mid-chain; asymptotically exact",
+                  options=DEFAULT_OPTIONS)

@@ -21,8 +21,8 @@ They differ in how the known pixels ``y = mask * gt`` enter:
   (A = A^+ = diag(mask)) is ``mask * gt + (1 - mask) * x0|t``; the step then uses eps re-derived from x_t and x0_hat,
   so at eta = 1 it samples q(x_{t-1} | x_t, x0_hat) exactly as DDNM eq. 12.
 
-Every random draw goes through the per-image generators (:func:`repaint.samplers.common.randn`); per denoising step the draw
-order is the join noise (ddim_repaint only), then the step noise (not on the last step); one draw per jump.
+Every random draw goes through the per-image generators (:func:`repaint.samplers.common.randn`); per denoising step
+the draw order is the join noise (ddim_repaint only), then the step noise (not on the last step); one draw per jump.
 """
 
 from __future__ import annotations
@@ -73,9 +73,10 @@ def time_travel_iter(
 ) -> Iterator[Step]:
     """Walk ``times`` with DDIM(eta) steps down and forward-marginal jumps up, yielding a :class:`Step` per move.
 
-    Args as :func:`repaint.samplers.repaint.repaint_iter`; ``join`` is "repaint" or "ddnm" (module docstring). ``gt`` [B, C,
-    H, W] in [-1, 1], ``mask`` 1 = known. ``cond_fn(x, model_t)`` guidance shifts eps by ``-sqrt(1 - abar_t) grad``
-    (Dhariwal & Nichol 2021, Alg. 2). Steps are numbered over the grouped moves (:func:`grouped_moves`).
+    Args as :func:`repaint.samplers.repaint.repaint_iter`; ``join`` is "repaint" or "ddnm" (module docstring).
+    ``gt`` [B, C, H, W] in [-1, 1], ``mask`` 1 = known. ``cond_fn(x, model_t)`` guidance shifts eps by
+    ``-sqrt(1 - abar_t) grad`` (Dhariwal & Nichol 2021, Alg. 2).
+    Steps are numbered over the grouped moves (:func:`grouped_moves`).
     """
     if join not in JOINS:
         raise ValueError(f"join must be one of {JOINS}, got {join!r}")

@@ -187,7 +187,7 @@ def build_report(study: str | os.PathLike | sqlite3.Connection, n_boot: int = 20
 
 def _paper_order(settings: list[str]) -> list[str]:
     """The paper's order of mask settings (Table 1), then any other setting by name."""
-    from ..evaluate import SETTING_TITLES
+    from ..evaluation import SETTING_TITLES
 
     known = list(SETTING_TITLES)
     return sorted(settings, key=lambda s: (known.index(s) if s in known else len(known), s))
@@ -216,7 +216,7 @@ def _cell(votes, method, opponent, setting, n_boot, g) -> Cell | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _title(setting: str) -> str:
-    from ..evaluate import SETTING_TITLES
+    from ..evaluation import SETTING_TITLES
 
     return "all settings" if setting == ALL else SETTING_TITLES.get(setting, setting)
 

@@ -342,7 +342,8 @@ def _fill(con, read, keys, masked_paths, reference, per_participant, repeat_shar
             item = con.execute("INSERT INTO items(setting, name, masked) VALUES (?, ?, ?)",
                                (*key, _add_image(con, masked_paths[key]))).lastrowid
             for s in read:
-                con.execute("INSERT INTO fills VALUES (?, ?, ?)", (item, method_ids[s.name], _add_image(con, s.fills[key])))
+                image = _add_image(con, s.fills[key])
+                con.execute("INSERT INTO fills VALUES (?, ?, ?)", (item, method_ids[s.name], image))
             con.executemany("INSERT INTO pairs(item, method_a, method_b) VALUES (?, ?, ?)",
                             [(item, a, b) for a, b in combos])
     n_pairs = con.execute("SELECT count(*) FROM pairs").fetchone()[0]

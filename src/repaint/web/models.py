@@ -1,7 +1,8 @@
 """The model menu: which models a client may choose, by name only, and loading them once on first use.
 
 The menu is fixed when the server starts: the bundled face model ("default"), every official preset whose file is
-found on disk (:func:`repaint.checkpoints.resolve_checkpoint`'s search folders), and the files named on the command line.
+found on disk (the search folders of :func:`repaint.checkpoints.resolve_checkpoint`), and the files named on the
+command line.
 A client sends a name from this menu; nothing a client sends is ever used as a path.
 """
 

@@ -1,4 +1,4 @@
-"""The paper's ablations as runs of :func:`repaint.evaluate.evaluate`, each writing one table (Markdown and CSV).
+"""The paper's ablations as runs of :func:`repaint.evaluation.evaluate`, each writing one table (Markdown and CSV).
 
 * :func:`resampling_vs_slowdown` (Table 2): RePaint's resampling (T, j, r) against plain conditioning whose respaced
   step count is raised to the same number of network calls, i.e. slowing the diffusion down at equal compute.
@@ -21,11 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .evaluate import (SETTING_TITLES, EvalError, EvalReport, _csv, _write_text, evaluate, load_model,
-                       resolve_metrics, shard)
-from .samplers.sdedit import sdedit_schedule
-from .settings import SamplerSettings
-from .schedule import JumpSchedule, count_network_calls
+from .report import SETTING_TITLES, EvalReport, _csv
+from .inputs import EvalError
+from .outputs import _write_text, model_with_identity
+from .run import evaluate
+from .scoring import resolve_metrics
+from ..distributed import shard
+from ..samplers.sdedit import sdedit_schedule
+from ..schedule import JumpSchedule, count_network_calls
+from ..settings import SamplerSettings
 
 __all__ = [
     "Config",
@@ -40,6 +44,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------
 # Running configurations and tabulating them.
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Config:
@@ -107,14 +112,14 @@ def run_configs(
 ) -> AblationTable:
     """Evaluate every configuration into ``out_dir/<name>`` (identical settings run once) and write the table.
 
-    ``eval_kwargs`` go to :func:`repaint.evaluate.evaluate` (n_samples, seed, metrics, lpips_weights, ...). The
-    metric set is resolved once (:func:`repaint.evaluate.resolve_metrics`: by default every metric that can be
+    ``eval_kwargs`` go to :func:`repaint.evaluation.evaluate` (n_samples, seed, metrics, lpips_weights, ...). The
+    metric set is resolved once (:func:`repaint.evaluation.resolve_metrics`: by default every metric that can be
     computed here, the others skipped with one warning) and every configuration is scored with that same set.
     Returns the table on every rank; rank 0 writes ``out_dir/<stem>.md`` and ``.csv``.
     """
     out_dir = Path(out_dir)
     where = shard(device)
-    inpainter, _ = load_model(model, where.device, classifier, eval_kwargs.pop("unet_config", None))
+    inpainter, _ = model_with_identity(model, where.device, classifier, eval_kwargs.pop("unet_config", None))
     metrics = resolve_metrics(eval_kwargs.pop("metrics", None), inpainter.image_size,
                               eval_kwargs.get("lpips_weights"), eval_kwargs.get("lpips_random", False),
                               warn=where.main)
@@ -146,6 +151,7 @@ def _check_steps(steps: int, inpainter) -> None:
 # The three ablations.
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def resampling_vs_slowdown(
     images_dir, out_dir, model, *, t_T: int = 250, jump_length: int = 10, resamplings: Sequence[int] = (1, 2, 3, 4),
     base: SamplerSettings = SamplerSettings(), device=None, **eval_kwargs,
@@ -155,7 +161,7 @@ def resampling_vs_slowdown(
     With the defaults the pairs use 250, 490, 730 and 970 network calls per sample; the slowed-down runs respace
     the 1000 training steps to that many (so calls beyond the training steps are refused).
     """
-    model, _ = load_model(model, shard(device).device, eval_kwargs.pop("classifier", None),
+    model, _ = model_with_identity(model, shard(device).device, eval_kwargs.pop("classifier", None),
                           eval_kwargs.pop("unet_config", None))  # loaded once
     configs = []
     for r in resamplings:
@@ -205,7 +211,8 @@ def sdedit_alternative(
                                       "sampler": "sdedit_repeat", "options": {"repeats": k, "restart": restart}})
         calls = count_network_calls(sdedit_schedule(t_T, k, restart))
         configs.append(Config(f"sdedit_T{t_T}_h{restart}_k{k}", settings,
-                              {"method": f"T/2 -> 0 repeated (restart {restart})", "repeats": k, "network calls": calls}))
+                              {"method": f"T/2 -> 0 repeated (restart {restart})", "repeats": k,
+                               "network calls": calls}))
     settings = SamplerSettings(**{**base.to_dict(), "steps": t_T, "timestep_respacing": "", "sampler": "repaint",
                                   "jump_length": repaint_jump_length, "jump_n_sample": repaint_resamplings})
     calls = JumpSchedule(t_T, jump_length=repaint_jump_length, jump_n_sample=repaint_resamplings).network_calls()

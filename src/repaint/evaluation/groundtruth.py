@@ -1,6 +1,6 @@
 """A suite of inpainting problems with exact answers, and the statistics to compare samplers on them (issue 13).
 
-Every problem is a Gaussian mixture (:mod:`repaint.gmm`) with a mask and known pixels, so the exact conditional of the
+Every problem is a Gaussian mixture (:mod:`.gmm`) with a mask and known pixels, so the exact conditional of the
 missing pixels is closed form. :func:`score` measures fills against it, :func:`compare` puts bootstrap intervals on the
 difference between a sampler and a reference, and :data:`MARGINS` / :data:`GOAL` are the decision rules, fixed before
 any result was looked at (docs/fidelity.md).

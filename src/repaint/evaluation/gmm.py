@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .diffusion import Diffusion, beta_schedule
+from ..diffusion import Diffusion, beta_schedule
 
 __all__ = [
     "GaussianMixture", "ConditionalMixture", "image_mixture", "mean_pattern", "stationary_covariance",
@@ -280,7 +280,8 @@ def image_mixture(
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Fidelity of a sampler against the exact conditional (the ground truth of benchmarks/fidelity.py and `repaint validate`)
+# Fidelity of a sampler against the exact conditional
+# (the ground truth of benchmarks/fidelity.py and `repaint validate`)
 
 
 @dataclass
@@ -349,9 +350,9 @@ def sample_problem(settings, problem: InpaintingProblem, n: int, seed: int, *, l
     image and network call, so evaluations are counted per image, not per call."""
     import time
 
-    from .diffusion import DiffusionConfig
-    from .samplers import get_sampler
-    from .samplers.common import make_generators
+    from ..diffusion import DiffusionConfig
+    from ..samplers import get_sampler
+    from ..samplers.common import make_generators
 
     diffusion = Diffusion(DiffusionConfig(steps, noise_schedule, settings.respacing(), learn_sigma))
     exact = problem.mixture.denoiser(diffusion)

@@ -64,6 +64,7 @@ def find_weights(filename: str, path: str | os.PathLike | None, env: str) -> Pat
 # Inputs.
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or a.ndim != 4 or a.shape[1] != 3:
         raise ValueError(f"expected two image batches [N, 3, H, W] of one shape, got {list(a.shape)}, {list(b.shape)}")
@@ -97,6 +98,7 @@ def _to_unit(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 # PSNR and SSIM.
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """PSNR in dB per image, [N] float64, on images mapped from [-1, 1] to [0, 1] (peak 1).
@@ -151,6 +153,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
 # ---------------------------------------------------------------------------------------------------------------
 # LPIPS (Zhang et al. 2018), AlexNet backbone, linear layers v0.1.
 # ---------------------------------------------------------------------------------------------------------------
+
 
 class AlexNetFeatures(nn.Module):
     """torchvision's AlexNet `features` (same indices, so its state dict loads), tapped after ReLU 1-5."""
@@ -268,6 +271,7 @@ def lpips_distance(a: torch.Tensor, b: torch.Tensor, alexnet_weights: str | os.P
 # FID (Heusel et al. 2017) on torch-fidelity's TF-compatible Inception pool features.
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def _inception_class() -> type:
     try:
         import torch_fidelity.feature_extractor_inceptionv3 as module
@@ -378,6 +382,7 @@ def fid(images_a: torch.Tensor, images_b: torch.Tensor, extractor: Callable[[tor
 # ---------------------------------------------------------------------------------------------------------------
 # Reports.
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def mean_ci95(values: Sequence[float] | np.ndarray | torch.Tensor) -> tuple[float, float]:
     """(mean, half-width) of the two-sided 95 % confidence interval of the mean, Student t with n - 1 d.o.f."""
