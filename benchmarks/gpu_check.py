@@ -170,7 +170,7 @@ def check_guidance(device) -> None:
 
 def check_face_fills(faces: str, device, count: int = 16, accel: Accel = Accel()) -> dict:
     """Check 6: PSNR of the hole, default mode minus float32, paired over faces and the six mask settings."""
-    from repaint.data import ImageDataset
+    from repaint.training.data import ImageDataset
     from repaint.masks import MASK_KINDS, make_mask
     from repaint.evaluation.metrics import mean_ci95, psnr
     from repaint.inpainter import Inpainter

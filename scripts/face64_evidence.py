@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from repaint.data import ImageDataset
+from repaint.training.data import ImageDataset
 from repaint.masks import MASK_KINDS, make_mask
 from repaint.evaluation.metrics import psnr, ssim
 from repaint.inpainter import Inpainter

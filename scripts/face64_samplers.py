@@ -28,7 +28,7 @@ from repaint.masks import MASK_KINDS, make_mask
 from repaint.evaluation.metrics import psnr, ssim
 from repaint.inpainter import Inpainter
 from repaint.settings import FAST, SamplerSettings
-from repaint.data import ImageDataset
+from repaint.training.data import ImageDataset
 from repaint.training import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from PIL import Image
 from evaluation_helpers import SIZE, image_folder, tiny_model
 from repaint import api
 from repaint import evaluation as ev
-from repaint.io import ImageError, OutputDirs
+from repaint.images import ImageError, OutputDirs
 from repaint.masks import MaskError
 from repaint.inpainter import Inpainter
 from repaint.settings import SamplerSettings

@@ -265,7 +265,7 @@ def inputs(tmp_path_factory):
 
 def _api_calls(p: dict[str, str]) -> dict:
     from repaint.evaluation import evaluate
-    from repaint.io import load_image
+    from repaint.images import load_image
     from repaint.masks import make_mask
     from repaint.inpainter import Inpainter
     from repaint.checkpoints import load_checkpoint

@@ -171,7 +171,7 @@ def test_non_binary_mask_and_rgba_warn(files, tmp_path):
     result = inpaint(files, tmp_path / "out", image=rgba, mask=grey_path)
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("repaint: warning:")]
-    assert any("not binary" in w for w in warnings) and any("alpha" in w for w in warnings)
+    assert any("not binary" in w for w in warnings) and any("transparency" in w for w in warnings)
 
 
 def test_empty_mask_is_an_error(files, tmp_path):

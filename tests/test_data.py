@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repaint.data import ImageDataset, batches_per_epoch, epoch_batches, to_tensor
+from repaint.training.data import ImageDataset, batches_per_epoch, epoch_batches, to_tensor
 
 
 def _write_images(folder, n=6, size=8):

@@ -11,7 +11,7 @@ from evaluation_helpers import FAST, SIZE, image_folder, tiny_model
 from PIL import Image
 
 from repaint import evaluation as ev
-from repaint.io import load_image
+from repaint.images import load_image
 from repaint.masks import load_mask, make_mask, save_mask
 from repaint.evaluation.metrics import lpips_distance, psnr, ssim
 from repaint.evaluation.outputs import _differences

@@ -12,10 +12,10 @@ from PIL import Image
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.models.config import DiffusionSettings, UNetConfig, build_model
 from repaint.checkpoints import load_checkpoint, read_checkpoint
+from repaint.training.trainer import ema_decay, zero_init_residuals
 from repaint.training import (
     TrainConfig,
     discretized_gaussian_log_likelihood,
-    ema_decay,
     export_ema,
     hybrid_loss,
     list_checkpoints,
@@ -24,7 +24,6 @@ from repaint.training import (
     sample,
     train,
     vlb_terms,
-    zero_init_residuals,
 )
 
 TINY = UNetConfig(image_size=16, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),

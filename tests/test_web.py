@@ -22,6 +22,7 @@ from repaint.checkpoints import CheckpointError
 from repaint.web.app import editor_arrays
 from repaint.web.limits import Busy, Limits, RunGate, TooLarge, UploadError, decode_image, decode_mask
 from repaint.web.models import ModelMenu, discover_models
+from repaint.web.runner import RunOptions, Runner
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FACE = (EXAMPLES / "face.png").read_bytes()
@@ -253,6 +254,20 @@ def test_decoding_uploads():
         decode_image(bytes(10_001), limits)
     with pytest.raises(UploadError, match="not an image"):
         decode_image(b"GIF89a-nonsense", limits)
+    layer = np.zeros((4, 4, 4), np.uint8)  # a painted layer: black strokes on transparency, which means keep
+    layer[3] = (0, 0, 0, 255)
+    assert decode_mask(_png(layer), limits)[:3].all() and not decode_mask(_png(layer), limits)[3].any()
+
+
+def test_a_custom_schedule_costs_what_the_page_says_before_the_run(tmp_path):
+    runner = Runner(ModelMenu({"default": "default"}), Limits())
+    photo, keep = _array(FACE), _array(FACE_MASK)[..., 0] >= 128
+    for steps, jump_length, jump_n_sample in ((6, 2, 2), (8, 3, 1)):
+        opts = RunOptions("default", "recommended", "custom", steps, jump_length, jump_n_sample)
+        said = runner.cost(opts)
+        out = runner.run(photo, keep, opts)
+        assert f": {out.calls:,} network calls per window" in said, (said, out.calls)
+        assert f"steps={steps} jump_length={jump_length} jump_n_sample={jump_n_sample}" in said
 
 
 def test_editor_layers_become_the_hole_at_the_photo_size():
@@ -268,7 +283,6 @@ def test_editor_layers_become_the_hole_at_the_photo_size():
 
 def test_an_uploaded_mask_adds_its_black_to_the_painted_hole(tmp_path):
     from repaint.web.app import _Page
-    from repaint.web.runner import Runner
 
     page = _Page(Runner(ModelMenu({"default": "default"}), Limits()), tmp_path)
     photo, layer = np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 4), np.uint8)

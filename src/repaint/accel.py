@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "resolve_device",
     "Accel", "PRECISIONS", "TRAINING_PRECISIONS", "REFERENCE", "accelerate", "is_noop", "compiler_available",
     "compile_cache_dir", "execution_summary",
 ]
@@ -125,6 +126,21 @@ class Accel:
 
 
 REFERENCE = Accel.reference()
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> str:
+    """The one device rule of every front end: "auto" (or None) is "cuda" where CUDA is available, else "cpu"; a CUDA
+    device asked for on a machine without CUDA is a ValueError."""
+    name = "auto" if name is None else str(name)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name} was asked for but no CUDA device is available; use cpu")
+    return name
 
 
 def is_noop(accel: Accel, device: torch.device | str) -> bool:

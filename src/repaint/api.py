@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .files import png_writer, write_group
-from .io import ImageError, OutputDirs, read_rgb, to_uint8
+from .images import ImageError, OutputDirs, read_rgb, to_uint8
 from .masks import MaskError, read_keep_mask
 from .inpainter import Inpainter
 from .samplers import network_calls
@@ -143,14 +143,10 @@ def load_inpainter(model: str | os.PathLike = "default", *, classifier: str | No
     """Load a model by preset name, file path, diffusers folder or "default" (the bundled face model) onto
     ``device`` ("auto" = CUDA when available); ``unet_config`` sets architecture fields a checkpoint does not
     determine (see :meth:`repaint.inpainter.Inpainter.load`)."""
-    from .accel import Accel
+    from .accel import Accel, resolve_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was asked for but no CUDA device is available; use cpu")
-    return Inpainter.load(str(model), classifier=classifier, device=device, preset=preset, accel=accel or Accel(),
-                          unet_config=unet_config)
+    return Inpainter.load(str(model), classifier=classifier, device=resolve_device(device), preset=preset,
+                          accel=accel or Accel(), unet_config=unet_config)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from .accel import Accel
-from .io import OutputDirs
+from .images import OutputDirs
 from .files import IMAGE_SUFFIXES
 from .inpainter import Inpainter
 from .checkpoints import resolve_checkpoint

@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import torch
 
+from .accel import resolve_device
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -71,9 +73,7 @@ def shard(device: str | torch.device | None = None, backend: str = "gloo") -> Sh
     evaluation), "nccl" one that reduces CUDA tensors every step (training); the long timeout lets ranks finish
     unevenly."""
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = torch.device(resolve_device(device))
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local)
     if device.type == "cuda":

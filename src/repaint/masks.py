@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from .files import atomic_write, is_image_file, png_writer
 
@@ -276,24 +276,18 @@ def load_mask(path: str | os.PathLike, size: Size | None = None, invert: bool = 
 def read_keep_mask(path: str | os.PathLike, size: Size | None = None, invert: bool = False) -> np.ndarray:
     """Read a mask image (white = keep) as bool [H, W], True = known.
 
-    The image is converted to grayscale, resized with nearest neighbour to `size` (int or (H, W)) if given,
-    and thresholded at 0.5; a file with grey levels other than 0 and 255 is thresholded with a warning.
+    The image is decoded as every image is (:func:`repaint.images.open_image`: EXIF orientation, one frame;
+    transparent pixels mean keep), converted to grayscale, resized with nearest neighbour to `size` (int or (H, W)) if
+    given, and thresholded at 0.5; a file with grey levels other than 0 and 255 is thresholded with a warning.
     `invert=True` reads files that use white = fill (the LaMa convention).
     """
+    from .images import ImageError, mask_pixels, open_image
+
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                gray = img.convert("L")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        from .io import too_large
-
-        raise MaskError(f"mask {too_large(path)}") from None
-    except FileNotFoundError:
-        raise MaskError(f"mask file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise MaskError(f"cannot read mask {path}: {err}") from None
+        gray = Image.fromarray(mask_pixels(open_image(path, f"mask {path}"), f"mask {path}", invert))
+    except ImageError as err:
+        raise MaskError(str(err).replace("image file not found", "mask file not found")) from None
     if size is not None:
         h, w = _hw(size)
         gray = gray.resize((w, h), Image.NEAREST)

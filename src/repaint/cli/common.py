@@ -7,7 +7,6 @@ import sys
 import warnings
 
 import click
-import torch
 
 from ..samplers.common import SamplingError
 
@@ -61,11 +60,13 @@ def handles_errors(command):
 
 
 def device_of(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return name
+    """--device through the library's rule (:func:`repaint.accel.resolve_device`), its errors in the option's words."""
+    from ..accel import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as err:
+        raise InputError(f"--{err}".replace("use cpu", "use --device cpu")) from None
 
 
 def explicit_options(ctx: click.Context) -> set[str]:

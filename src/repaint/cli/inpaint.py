@@ -15,7 +15,7 @@ from ..api import (
     FIT_STRATEGIES, InpaintRequest, inpaint_stream, plan, planned_calls, read_image, read_mask, write_result,
 )
 from ..files import ensure_writable
-from ..io import OutputDirs, save_image
+from ..images import OutputDirs, save_image
 from ..samplers.repaint import INJECTION_MODES
 from ..samplers import describe, network_calls
 from .common import (

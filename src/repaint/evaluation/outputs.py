@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from .inputs import EvalError, MaskSource
 from ..inpainter import Inpainter
-from ..io import OutputDirs
+from ..images import OutputDirs
 from ..settings import SamplerSettings
 from ..distributed import Shard
 from ..files import atomic_write, remove_temporaries

@@ -34,7 +34,7 @@ from pathlib import Path
 from .inputs import EvalError, MAX_SAMPLES, list_images, mask_sources, sample_seed
 from .report import EvalReport, PAPER_LPIPS, build_report, write_report
 from ..api import FIT_STRATEGIES, InpaintRequest, inpaint_stream, write_result
-from ..io import ImageError, OutputDirs, read_rgb
+from ..images import ImageError, OutputDirs, read_rgb
 from ..inpainter import Inpainter, labels_from_seeds
 from .scoring import METRICS, _Scorer, _score_files, resolve_metrics
 from ..masks import MaskError, load_mask_folder

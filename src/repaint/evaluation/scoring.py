@@ -9,7 +9,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from itertools import combinations
 from .inputs import EvalError
-from ..io import load_image
+from ..images import load_image
 
 METRICS = ("lpips", "psnr", "ssim")
 

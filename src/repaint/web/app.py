@@ -151,6 +151,13 @@ def build_app(runner: Runner, out_dir: Path | None = None):
     def schedule_fields(choice: str):
         return gr.update(visible=choice == "custom")
 
+    def cost(model, sampler, schedule, steps, jump_length, jump_n_sample) -> str:
+        try:
+            opts = RunOptions(model, sampler, schedule, _int(steps), _int(jump_length), _int(jump_n_sample))
+            return runner.cost(opts)
+        except (TypeError, ValueError) as err:
+            return f"cannot run: {err}"
+
     with gr.Blocks(title="repaint", delete_cache=(KEEP_OUTPUTS_S, KEEP_OUTPUTS_S)) as demo:
         gr.Markdown("## repaint: paint the hole, watch it fill\nUpload a photo of any size and paint over what "
                     "should be replaced (or upload a mask: white = keep, black = fill). The fill is sampled with "
@@ -172,13 +179,15 @@ def build_app(runner: Runner, out_dir: Path | None = None):
                 sampler = gr.Dropdown(list(SAMPLER_CHOICES), value="recommended", label="Sampler", elem_id="sampler",
                                       info="recommended = the model's own (lanpaint for the bundled face model)")
                 schedule = gr.Radio(list(SCHEDULE_CHOICES), value="recommended", label="Schedule", elem_id="schedule",
-                                    info="recommended = the model's own; custom uses T, j, r below")
+                                    info="recommended = the model's own; custom = RePaint with the T, j, r below, "
+                                         "resampling at every step as the paper does")
                 with gr.Row(visible=False) as custom_row:
-                    steps = gr.Number(label="T (steps)", value=50, precision=0, minimum=2, elem_id="steps")
-                    jump_length = gr.Number(label="j (jump length)", value=5, precision=0, minimum=1,
+                    steps = gr.Number(label="T (steps)", value=100, precision=0, minimum=2, elem_id="steps")
+                    jump_length = gr.Number(label="j (jump length)", value=10, precision=0, minimum=1,
                                             elem_id="jump-length")
-                    jump_n_sample = gr.Number(label="r (resamplings)", value=10, precision=0, minimum=1,
+                    jump_n_sample = gr.Number(label="r (resamplings)", value=3, precision=0, minimum=1,
                                               elem_id="jump-n-sample")
+                cost_line = gr.Markdown(elem_id="cost")
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=0, precision=0, elem_id="seed")
                     n_samples = gr.Slider(1, limits.max_samples, value=1, step=1, label="Samples",
@@ -201,4 +210,8 @@ def build_app(runner: Runner, out_dir: Path | None = None):
         )
         halt.click(stop, None, status, cancels=[event], queue=False, api_name=False)
         schedule.change(schedule_fields, schedule, custom_row, queue=False, api_name=False)
+        choices = [model, sampler, schedule, steps, jump_length, jump_n_sample]
+        for field in choices:
+            field.change(cost, choices, cost_line, queue=False, api_name=False)
+        demo.load(cost, choices, cost_line, queue=False, api_name=False)
     return demo

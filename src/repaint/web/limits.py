@@ -6,13 +6,14 @@ front end asked, at most ``max_queue`` more wait, and any request beyond that ge
 
 from __future__ import annotations
 
-import io
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from ..images import ImageError, ImageTooLarge, mask_pixels, open_image, photo_pixels
 
 __all__ = [
     "Busy", "UploadError", "TooLarge", "Limits", "RunGate", "decode_image", "decode_mask", "check_pixels",
@@ -84,37 +85,28 @@ def check_pixels(width: int, height: int, limits: Limits, what: str) -> None:
                           f"{limits.max_pixels:,} pixels")
 
 
-def _open(data: bytes, limits: Limits, what: str) -> Image.Image:
-    """Open an upload after checking its byte size and, before decoding the pixels, its pixel count."""
+def _open(data: bytes, limits: Limits, what: str):
+    """Open an upload with the library's decoder (:func:`repaint.images.open_image`) after checking its byte size;
+    its pixel count is checked before the pixels are decoded."""
     if len(data) > limits.max_upload_bytes:
         raise TooLarge(f"{what} is {_mb(len(data))}, over the server's limit of {_mb(limits.max_upload_bytes)}")
-    if not data:
-        raise UploadError(f"{what} is empty")
     try:
-        img = Image.open(io.BytesIO(data))
-        check_pixels(img.width, img.height, limits, what)
-        img.load()
-    except UploadError:
-        raise
-    except UnidentifiedImageError:
-        raise UploadError(f"{what} is not an image that can be read (PNG, JPEG, WebP, ...)") from None
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:  # truncated or corrupt
-        raise UploadError(f"{what} could not be decoded: {' '.join(str(err).split()) or type(err).__name__}") from None
-    return img
+        return open_image(data, what, max_pixels=limits.max_pixels)
+    except ImageTooLarge as err:
+        raise TooLarge(str(err).replace("over the limit", "over the server's limit")) from None
+    except ImageError as err:
+        raise UploadError(str(err)) from None
 
 
 def decode_image(data: bytes, limits: Limits, what: str = "image") -> np.ndarray:
-    """Uploaded bytes -> uint8 [H, W, 3]; transparency is flattened onto white."""
-    img = _open(data, limits, what)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    """Uploaded bytes -> uint8 [H, W, 3], decoded as every front end decodes (transparency onto white)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the conversions are the documented ones; the page shows the input
+        return photo_pixels(_open(data, limits, what), what)
 
 
 def decode_mask(data: bytes, limits: Limits, invert: bool = False, what: str = "mask") -> np.ndarray:
-    """Uploaded mask bytes -> bool [H, W], True = keep (white, the project's convention); ``invert`` flips it."""
-    img = _open(data, limits, what)
-    keep = np.asarray(img.convert("L"), dtype=np.uint8) >= 128
+    """Uploaded mask bytes -> bool [H, W], True = keep (white, the project's convention; transparent = keep);
+    ``invert`` reads white as fill."""
+    keep = mask_pixels(_open(data, limits, what), what, invert) >= 128
     return ~keep if invert else keep

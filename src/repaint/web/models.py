@@ -56,6 +56,11 @@ class ModelMenu:
     def names(self) -> list[str]:
         return list(self.entries)
 
+    def loaded(self, name: str):
+        """The inpainter called ``name`` if it is loaded already, else None (nothing is loaded here)."""
+        with self._lock:
+            return self._loaded.get(name)
+
     def get(self, name: str):
         """The :class:`repaint.inpainter.Inpainter` called ``name``; ValueError for a name not on the menu."""
         if name not in self.entries:

@@ -115,6 +115,22 @@ class Runner:
             jump_n_sample=opts.jump_n_sample if custom else None,
         )
 
+    def cost(self, opts: RunOptions) -> str:
+        """What the chosen sampler and schedule cost, before anything runs: the settings in words and the network
+        calls of one window and sample, counted by the sampler's own rule (what the run will report)."""
+        from ..inpainter import recommended_settings
+        from ..samplers import describe, network_calls
+
+        if opts.model not in self.menu.entries:
+            raise ValueError(f"unknown model {opts.model!r}; this server offers: {', '.join(self.menu.entries)}")
+        loaded = self.menu.loaded(opts.model)
+        recommended = loaded.recommended if loaded is not None else recommended_settings(self.menu.entries[opts.model])
+        settings = self.settings(recommended, opts)
+        steps = loaded.diffusion(settings).num_timesteps if loaded is not None else settings.steps
+        if loaded is None and settings.timestep_respacing:
+            return describe(settings)
+        return f"{describe(settings)}: {network_calls(settings, steps):,} network calls per window and sample"
+
     def run(
         self,
         image: np.ndarray,

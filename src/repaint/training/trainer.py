@@ -1,21 +1,11 @@
-"""Training ADM UNets with the improved-DDPM hybrid objective, and exporting them for inpainting.
-
-* Losses (pure functions): :func:`normal_kl`, :func:`discretized_gaussian_log_likelihood`, :func:`vlb_terms`,
-  :func:`hybrid_loss`. Equations cite Ho et al. 2020 (DDPM) and Nichol & Dhariwal 2021 (improved DDPM, "IDDPM").
-* :class:`TrainConfig` and :func:`train`: AdamW, EMA, uniform timesteps, random flips, mixed precision, periodic
-  sample grids, self-describing checkpoints that resume bit for bit, and DDP under ``torchrun``.
-* :func:`export_ema`: a training checkpoint -> float16 ``.safetensors`` that ``repaint inpaint --model`` loads.
+"""The training loop: :class:`TrainConfig` and :func:`train` (AdamW, EMA, uniform timesteps, random flips, mixed
+precision, periodic sample grids, self-describing checkpoints that resume bit for bit, DDP under ``torchrun``), and
+:func:`export_ema` (a training checkpoint -> float16 ``.safetensors`` that ``repaint inpaint --model`` loads).
 
 Randomness is reproducible by construction: every step seeds its own generator from ``(seed, rank, step)`` for the
 timesteps and the noise (and the global RNG, for dropout), and the data order is a function of ``(seed, epoch)``
-(:mod:`repaint.data`). Resuming from step ``s`` therefore replays exactly what an uninterrupted run does after ``s``,
-and no RNG state needs to be stored.
-
-Run it as ``repaint train DATA --out DIR`` (see ``repaint train --help``) or from Python::
-
-    from repaint.training import TrainConfig, train, export_ema
-    result = train(TrainConfig(data="faces.tar", out="runs/faces", steps=20_000))
-    export_ema(result.checkpoint, "faces.safetensors")
+(:mod:`repaint.training.data`). Resuming from step ``s`` therefore replays exactly what an uninterrupted run does after
+``s``, and no RNG state needs to be stored.
 """
 
 from __future__ import annotations
@@ -29,7 +19,6 @@ import signal
 import threading
 import time
 import warnings
-from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,168 +26,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from .accel import TRAINING_PRECISIONS
-from .distributed import Shard, shard
+from ..accel import TRAINING_PRECISIONS, resolve_device
+from ..distributed import Shard, shard
 from .data import ImageDataset, batches_per_epoch, epoch_batches
-from .files import atomic_write
-from .diffusion import Diffusion, DiffusionConfig
-from .models.nn import AttentionBlock, ResBlock
-from .checkpoints import FACE64_DIFFUSION, FACE64_UNET, CheckpointError, config_record, save_checkpoint
-from .models.config import DiffusionSettings, UNetConfig, build_model
+from ..files import atomic_write
+from ..diffusion import Diffusion, DiffusionConfig
+from ..models.nn import AttentionBlock, ResBlock
+from ..checkpoints import FACE64_DIFFUSION, FACE64_UNET, CheckpointError, config_record, save_checkpoint
+from ..models.config import DiffusionSettings, UNetConfig, build_model
+from .losses import hybrid_loss
+from .samples import sample, save_grid
 
-__all__ = [
-    "FACE64_UNET",
-    "FACE64_DIFFUSION",
-    "TrainConfig",
-    "TrainResult",
-    "normal_kl",
-    "approx_standard_normal_cdf",
-    "discretized_gaussian_log_likelihood",
-    "vlb_terms",
-    "hybrid_loss",
-    "sample",
-    "save_grid",
-    "train",
-    "load_training_checkpoint",
-    "export_ema",
-]
+__all__ = ["TrainConfig", "TrainResult", "train", "load_training_checkpoint", "export_ema", "list_checkpoints"]
 
 CHECKPOINT_FORMAT = "repaint-train-1"
-LOG2 = math.log(2.0)
 
-
-
-# ----------------------------------------------------------------------------------------------
-# Losses
-
-
-def _mean_flat(x: torch.Tensor) -> torch.Tensor:
-    """Mean over all but the batch dimension: [B, ...] -> [B]."""
-    return x.mean(dim=tuple(range(1, x.ndim)))
-
-
-def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats (broadcasting).
-
-    = 1/2 (-1 + logvar2 - logvar1 + e^(logvar1 - logvar2) + (mean1 - mean2)^2 e^(-logvar2)).
-    """
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
-
-
-def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    """Phi(x) by the tanh approximation 1/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (as in DDPM's decoder)."""
-    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-def discretized_gaussian_log_likelihood(
-    x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
-) -> torch.Tensor:
-    """log p(x) per element, in nats, for 8-bit data x in [-1, 1] under N(means, e^(2 log_scales)) (DDPM eq. 13).
-
-    Each of the 256 values owns the bin x +- 1/255; the end bins extend to -inf and +inf so the 256 probabilities
-    sum to one.
-    """
-    centered = x - means
-    inv_std = torch.exp(-log_scales)
-    cdf_plus = approx_standard_normal_cdf(inv_std * (centered + 1.0 / 255.0))
-    cdf_min = approx_standard_normal_cdf(inv_std * (centered - 1.0 / 255.0))
-    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
-    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
-    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
-    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
-
-
-def vlb_terms(
-    diffusion: Diffusion, model_output: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
-) -> torch.Tensor:
-    """The variational bound term L_t per image, in bits per dimension: [B].
-
-    L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for t > 0 (DDPM eq. 5), and the decoder
-    L_0 = -log p(x_0 | x_1) under the discretised Gaussian for t = 0. ``model_output`` is the raw [eps, v] output;
-    pass the eps half detached to train only the variance with this term (IDDPM section 3.1, "stop-gradient").
-    """
-    true_mean = diffusion.posterior_mean(x_start, x_t, t)
-    true_log_var = diffusion._at(diffusion.posterior_log_variance_clipped, t)
-    out = diffusion.p_mean_variance(model_output, x_t, t, clip_denoised=False)
-    kl = _mean_flat(normal_kl(true_mean, true_log_var, out["mean"], out["log_variance"])) / LOG2
-    nll = -_mean_flat(discretized_gaussian_log_likelihood(x_start, out["mean"], 0.5 * out["log_variance"])) / LOG2
-    return torch.where(t == 0, nll, kl)
-
-
-def hybrid_loss(
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    diffusion: Diffusion,
-    x_start: torch.Tensor,
-    t: torch.Tensor,
-    noise: torch.Tensor,
-    vlb_weight: float = 0.001,
-    autocast: Callable[[], Any] | None = None,
-) -> dict[str, torch.Tensor]:
-    """L_hybrid = L_simple + lambda L_vlb per image (IDDPM eq. 16), with ``t`` drawn uniformly.
-
-    L_simple = ||eps - eps_theta(x_t, t)||^2 (DDPM eq. 14, mean over pixels). With uniform t, T * L_t is an unbiased
-    estimate of L_vlb = sum_t L_t, so the per-sample term is ``vlb_weight * T * L_t`` (with lambda = 0.001 and
-    T = 1000 this is L_t itself, as in the reference). Models without a learned variance get L_simple only.
-    ``model(x_t, t)`` takes original-process timesteps; returns {"loss", "mse", "vb"}, each [B] float32.
-    """
-    x_t = diffusion.q_sample(x_start, t, noise)
-    with autocast() if autocast is not None else nullcontext():
-        output = model(x_t, diffusion.model_timesteps(t))
-    output = output.float()
-    channels = x_start.shape[1]
-    eps = output[:, :channels]
-    mse = _mean_flat((noise - eps) ** 2)
-    if not diffusion.config.learn_sigma:
-        return {"loss": mse, "mse": mse, "vb": torch.zeros_like(mse)}
-    frozen = torch.cat([eps.detach(), output[:, channels:]], dim=1)
-    vb = vlb_terms(diffusion, frozen, x_start, x_t, t)
-    return {"loss": mse + vlb_weight * diffusion.num_timesteps * vb, "mse": mse, "vb": vb}
-
-
-# ----------------------------------------------------------------------------------------------
-# Sampling (for progress grids)
-
-
-@torch.no_grad()
-def sample(
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    trained: DiffusionSettings,
-    shape: tuple[int, int, int, int],
-    steps: int = 50,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Ancestral DDPM sampling from pure noise over ``steps`` respaced steps (DDPM Alg. 2): [B, C, H, W] in [-1, 1]."""
-    diffusion = Diffusion(
-        DiffusionConfig(trained.steps, trained.noise_schedule, str(steps), trained.learn_sigma), device
-    )
-    generator = torch.Generator(device).manual_seed(seed)
-    x = torch.randn(shape, generator=generator, device=device)
-    for i in reversed(range(diffusion.num_timesteps)):
-        t = torch.full((shape[0],), i, dtype=torch.int64, device=device)
-        out = diffusion.p_mean_variance(model(x, diffusion.model_timesteps(t)).float(), x, t)
-        noise = torch.randn(shape, generator=generator, device=device)
-        x = out["mean"] + (i > 0) * torch.exp(0.5 * out["log_variance"]) * noise
-    return x.clamp(-1, 1)
-
-
-def save_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int = 8, gap: int = 2) -> Path:
-    """Write [N, 3, H, W] images in [-1, 1] as one PNG grid (white gaps); returns the path."""
-    n, _, h, w = images.shape
-    ncol = min(ncol, n)
-    nrow = -(-n // ncol)
-    canvas = np.full((nrow * (h + gap) - gap, ncol * (w + gap) - gap, 3), 255, dtype=np.uint8)
-    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    for i, image in enumerate(pixels.permute(0, 2, 3, 1).numpy()):
-        r, c = divmod(i, ncol)
-        canvas[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = image
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -505,8 +349,8 @@ def train(config: TrainConfig) -> TrainResult:
 
     Each step: draw a batch, t ~ U{0..T-1}, eps ~ N(0, I), minimise :func:`hybrid_loss` with AdamW, update the EMA.
     """
-    want_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
-    d = shard("cuda" if want_cuda else "cpu", backend="nccl" if want_cuda else "gloo")
+    device = resolve_device(config.device)
+    d = shard(device, backend="nccl" if device.startswith("cuda") else "gloo")
     autocast = _autocast(config, d.device)  # fp16 without CUDA: an error before anything is created
     dataset = ImageDataset(config.data, config.model.image_size, flip=config.flip, seed=config.seed)
     batches_per_epoch(len(dataset), config.batch_size, d.world)  # too few images: an error before any file is written
