@@ -14,6 +14,7 @@ from repaint.images import ImageError, OutputDirs
 from repaint.masks import MaskError
 from repaint.inpainter import Inpainter
 from repaint.settings import SamplerSettings
+from repaint.windows import _overlap, crop_windows, resolve_fit, window_view
 
 QUICK = SamplerSettings(steps=3, jump_length=1, jump_n_sample=1)
 
@@ -41,7 +42,7 @@ def inside(window, h, w):
 def test_each_hole_region_gets_a_square_window_inside_the_photo():
     h, w = 300, 400
     keep = keep_mask(h, w, (10, 20, 10, 30), (150, 160, 390, 400), (290, 300, 0, 5), (200, 210, 200, 210))
-    windows = api.crop_windows(~keep, SIZE)
+    windows = crop_windows(~keep, SIZE)
     assert len(windows) == 4
     for win in windows:
         assert win.height == win.width >= SIZE and inside(win, h, w)
@@ -54,17 +55,17 @@ def test_each_hole_region_gets_a_square_window_inside_the_photo():
 
 def test_nearby_holes_share_one_window_and_windows_never_overlap():
     keep = keep_mask(200, 200, (50, 55, 50, 55), (60, 65, 60, 65), (150, 160, 150, 160))
-    windows = api.crop_windows(~keep, SIZE)
+    windows = crop_windows(~keep, SIZE)
     assert len(windows) == 2
     for a in range(len(windows)):
         for b in range(a + 1, len(windows)):
-            assert not api._overlap(windows[a], windows[b])
+            assert not _overlap(windows[a], windows[b])
 
 
 def test_thousands_of_thin_holes_merge_quickly():
     keep = np.ones((600, 600), bool)
     keep[::2] = False                                                  # every second line: 300 regions
-    windows = api.crop_windows(~keep, SIZE)
+    windows = crop_windows(~keep, SIZE)
     assert len(windows) == 1 and inside(windows[0], 600, 600)
 
 
@@ -95,18 +96,18 @@ def test_outside_the_hole_is_the_original_bytes(inpainter, fit, shape):
 
 
 def test_auto_picks_by_size(inpainter):
-    assert api.resolve_fit("auto", SIZE, SIZE, SIZE) == "none"
-    assert api.resolve_fit("auto", 100, 64, SIZE) == "crop"
-    assert api.resolve_fit("auto", 100, 20, SIZE) == "resize"
+    assert resolve_fit("auto", SIZE, SIZE, SIZE) == "none"
+    assert resolve_fit("auto", 100, 64, SIZE) == "crop"
+    assert resolve_fit("auto", 100, 20, SIZE) == "resize"
     with pytest.raises(ImageError, match="fit"):
-        api.resolve_fit("none", 100, 64, SIZE)
+        resolve_fit("none", 100, 64, SIZE)
 
 
 def test_a_hole_larger_than_the_model_is_downscaled_and_every_hole_pixel_stays_unknown():
     image, keep = photo(200, 200), keep_mask(200, 200, (40, 140, 50, 170))
-    (win,) = api.crop_windows(~keep, SIZE)
+    (win,) = crop_windows(~keep, SIZE)
     assert win.height > SIZE
-    gt, model_keep = api.window_view(image, keep, win, SIZE)
+    gt, model_keep = window_view(image, keep, win, SIZE)
     assert gt.shape == (3, SIZE, SIZE) and model_keep.shape == (1, SIZE, SIZE)
     scale = win.height / SIZE
     ys, xs = np.nonzero(~keep)

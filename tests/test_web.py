@@ -113,7 +113,7 @@ def test_models_lists_the_menu_and_the_choices(server):
 
 @pytest.mark.parametrize("fields, message", [
     (dict(image=b"this is not an image"), "not an image"),
-    (dict(image=FACE[: len(FACE) // 2]), "could not be decoded"),
+    (dict(image=FACE[: len(FACE) // 2]), "cannot read image"),
     (dict(image=b""), "empty"),
     (dict(mask=_png(np.full((32, 64), 255, np.uint8))), "same size"),
     (dict(mask=_png(np.full((64, 64), 255, np.uint8))), "nothing to fill"),

@@ -12,7 +12,7 @@ import torch
 
 from ..accel import PRECISIONS, Accel, execution_summary
 from ..api import (
-    FIT_STRATEGIES, InpaintRequest, inpaint_stream, plan, planned_calls, read_image, read_mask, write_result,
+    FIT_STRATEGIES, InpaintRequest, inpaint_stream, plan, read_image, read_mask, write_result,
 )
 from ..files import ensure_writable
 from ..images import OutputDirs, save_image
@@ -160,11 +160,10 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
             if keep.shape != photo.shape[:2]:
                 raise InputError(f"mask {mask_path} is {keep.shape[1]}x{keep.shape[0]} but the image {image_path} "
                                  f"is {photo.shape[1]}x{photo.shape[0]}; a mask must have its image's size")
-            fit, windows = plan(inpainter, keep, opts["fit"])
-            calls = planned_calls(inpainter, settings, keep, fit=fit, n_samples=len(seeds), batch_size=batch_size)
-            bar.total = (bar.total or 0) + calls
-            echo(f"{image_path.name}: {photo.shape[1]}x{photo.shape[0]}, fit {fit}, {len(windows)} window(s), "
-                 f"{calls} network calls")
+            layout = plan(inpainter, keep, opts["fit"], settings, n_samples=len(seeds), batch_size=batch_size)
+            bar.total = (bar.total or 0) + layout.calls
+            echo(f"{image_path.name}: {photo.shape[1]}x{photo.shape[0]}, fit {layout.fit}, "
+                 f"{len(layout.windows)} window(s), {layout.calls} network calls")
             yield InpaintRequest(photo, keep, seeds, name, labels, tag=image_path)
 
     batch_size = batch_size or 8
