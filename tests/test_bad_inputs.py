@@ -62,7 +62,8 @@ CASES = [
     Case("image is a folder", "inpaint {w}/images {mask} --out {out}", "got a folder"),
     Case("image file corrupt", "inpaint {w}/corrupt.png {mask} --out {out}", "cannot read image"),
     Case("image over Pillow's pixel limit", "inpaint {w}/bomb.png {mask} --out {out}", "safety limit"),
-    Case("16-bit image", "inpaint {w}/gray16.png {mask} --out {out}", "16-bit"),
+    Case("float image outside [0, 1]", "inpaint {w}/hdr.tif {mask} --out {out}", "outside [0, 1]"),
+    Case("animated image", "inpaint {w}/anim.gif {mask} --out {out}", "frames"),
     Case("image of another size, --fit none", "inpaint {w}/big.png {w}/mask80.png --out {out} --fit none", "80x80"),
     Case("mask file corrupt", "inpaint {face} {w}/corrupt.png --out {out}", "cannot read mask"),
     Case("mask over Pillow's pixel limit", "inpaint {face} {w}/bomb.png --out {out}", "safety limit"),
@@ -199,7 +200,9 @@ def _write_inputs(w: Path) -> dict[str, str]:
     (w / "corrupt.png").write_bytes(rng.bytes(2048))
     (w / "corrupt.pt").write_bytes(rng.bytes(4096))
     _png_header_only(w / "bomb.png")
-    Image.fromarray(np.zeros((64, 64), np.uint16), mode="I;16").save(w / "gray16.png")
+    Image.fromarray(np.full((64, 64), 4.0, np.float32), mode="F").save(w / "hdr.tif")
+    frames = [Image.new("RGB", (64, 64), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(w / "anim.gif", save_all=True, append_images=frames[1:])
     Image.new("RGB", (80, 80), (90, 30, 60)).save(w / "big.png")
     Image.new("L", (64, 64), 255).save(w / "white.png")
     Image.new("RGB", (32, 32), (90, 30, 60)).save(w / "img32.png")

@@ -79,8 +79,8 @@ ImageSource = Union[str, os.PathLike, bytes]
 def open_image(source: ImageSource, what: str | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode a file (path) or an upload (bytes) with the rules above: EXIF orientation applied, one frame only, at
     most ``max_pixels`` pixels (checked before decoding; Pillow's decompression-bomb limit always applies). Raises
-    :class:`ImageError` (:class:`ImageTooLarge` for size) with a one-line message naming ``what`` (default: the
-    path, or "image")."""
+    :class:`ImageError` (:class:`ImageTooLarge` for size) with a one-line message naming ``what`` (default:
+    "image PATH", or "image")."""
     if isinstance(source, (bytes, bytearray)):
         what = what or "image"
         if not source:
@@ -88,7 +88,7 @@ def open_image(source: ImageSource, what: str | None = None, max_pixels: int | N
         stream = io.BytesIO(source)
     else:
         path = Path(source)
-        what = what or str(path)
+        what = what or f"image {path}"
         if not path.exists():
             raise ImageError(f"image file not found: {path}")
         if path.is_dir():
@@ -189,7 +189,7 @@ def mask_pixels(img: Image.Image, what: str = "mask", invert: bool = False) -> n
 
 def read_rgb(source: ImageSource, what: str | None = None, max_pixels: int | None = None) -> np.ndarray:
     """An image file (path) or upload (bytes) as uint8 [H, W, 3] RGB (:func:`open_image`, :func:`photo_pixels`)."""
-    what = what or (str(source) if not isinstance(source, (bytes, bytearray)) else "image")
+    what = what or (f"image {source}" if not isinstance(source, (bytes, bytearray)) else "image")
     return photo_pixels(open_image(source, what, max_pixels), what)
 
 

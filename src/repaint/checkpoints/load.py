@@ -126,7 +126,7 @@ def resolve_checkpoint(name_or_path: str) -> tuple[Path, str | None]:
             f"current folder, ./data/pretrained or a folder named in ${CHECKPOINT_DIRS_ENV}"
         )
     raise CheckpointError(
-        f"no checkpoint file {name_or_path!r} and no preset of that name (presets: {', '.join(PRESETS)}, default)"
+        f"no checkpoint file {name_or_path!r} and no preset of that name (presets: {', '.join(PRESETS)})"
     )
 
 
