@@ -36,3 +36,20 @@ def respacing_fixture(fixtures_dir):
 @pytest.fixture(scope="session")
 def steps_fixture(fixtures_dir):
     return torch.load(fixtures_dir / "diffusion_steps.pt")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A 16x16 photo, its mask and a tiny random UNet checkpoint, for command-line tests."""
+    import numpy as np
+    from PIL import Image
+    from test_cli import tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "face.png")
+    mask = np.full((16, 16), 255, np.uint8)
+    mask[4:12, 4:12] = 0
+    Image.fromarray(mask).save(root / "mask.png")
+    return {"root": root, "model": tiny_checkpoint(root / "tiny.safetensors"), "image": root / "face.png",
+            "mask": root / "mask.png"}

@@ -24,18 +24,6 @@ def tiny_checkpoint(path, config=TINY, seed=0):
     return save_checkpoint(model, config, path)
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "face.png")
-    mask = np.full((16, 16), 255, np.uint8)
-    mask[4:12, 4:12] = 0
-    Image.fromarray(mask).save(root / "mask.png")
-    return {"root": root, "model": tiny_checkpoint(root / "tiny.safetensors"), "image": root / "face.png",
-            "mask": root / "mask.png"}
-
-
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 

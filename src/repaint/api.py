@@ -52,9 +52,11 @@ __all__ = [
     "inpaint",
     "inpaint_stream",
     "write_result",
+    "result_paths",
 ]
 
 MAX_SEED = 2**63 - 1
+MAX_SAMPLES = 999   # samples per photo, in every front end (evaluation seeds leave room for 1,000 per image)
 
 
 class Cancelled(Exception):
@@ -161,6 +163,8 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("at least one seed is needed")
+    if len(seeds) > MAX_SAMPLES:
+        raise ValueError(f"{len(seeds):,} samples asked for; at most {MAX_SAMPLES} per photo")
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
         raise ValueError(f"seed {bad[0]} is out of range 0..{MAX_SEED}")
@@ -344,19 +348,26 @@ def inpaint(
 # Writing.
 # ---------------------------------------------------------------------------------------------------------------
 
+def result_paths(dirs: OutputDirs | str | os.PathLike, name: str, seeds: Sequence[int]) -> dict[str, list[Path]]:
+    """The files :func:`write_result` writes for photo ``name`` and ``seeds``, by folder key."""
+    dirs = dirs if isinstance(dirs, OutputDirs) else OutputDirs.under(dirs)
+    return {"inpainted": [dirs.inpainted / f"{name}_s{seed}.png" for seed in seeds],
+            "gt_masked": [dirs.gt_masked / f"{name}.png"], "gt_keep_mask": [dirs.gt_keep_mask / f"{name}.png"],
+            "gt": [dirs.gt / f"{name}.png"]}
+
+
 def write_result(result: InpaintResult, dirs: OutputDirs | str | os.PathLike, name: str | None = None,
                  source: str | os.PathLike | None = None) -> list[Path]:
     """Write a result in the reference's layout, all files or none (each atomic, the group removed on failure):
     ``inpainted/NAME_sSEED.png`` (full size), ``gt_masked/NAME.png`` (hole black), ``gt_keep_mask/NAME.png``
     (white = keep), ``gt/NAME.png`` (the input). ``source``: the file the image was read from; an 8-bit RGB PNG
     is copied byte for byte into ``gt/`` (same pixels, no re-encoding of a large photo)."""
-    dirs = dirs if isinstance(dirs, OutputDirs) else OutputDirs.under(dirs)
-    name = name or result.name
+    paths = result_paths(dirs, name or result.name, list(result.samples))
     masked = np.where(result.mask[..., None], result.image, 0).astype(np.uint8)
-    files = {dirs.inpainted / f"{name}_s{seed}.png": png_writer(sample) for seed, sample in result.samples.items()}
-    files[dirs.gt_masked / f"{name}.png"] = png_writer(masked)
-    files[dirs.gt_keep_mask / f"{name}.png"] = png_writer((result.mask * 255).astype(np.uint8))
-    files[dirs.gt / f"{name}.png"] = _copy_writer(source) if _is_rgb_png(source) else png_writer(result.image)
+    files = {path: png_writer(sample) for path, sample in zip(paths["inpainted"], result.samples.values())}
+    files[paths["gt_masked"][0]] = png_writer(masked)
+    files[paths["gt_keep_mask"][0]] = png_writer((result.mask * 255).astype(np.uint8))
+    files[paths["gt"][0]] = _copy_writer(source) if _is_rgb_png(source) else png_writer(result.image)
     return write_group(files)
 
 

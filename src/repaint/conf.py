@@ -246,7 +246,7 @@ def parse_conf(conf: Mapping[str, Any]) -> ReferenceConf:
         diffusion = DiffusionSettings(steps=int(conf.get("diffusion_steps", 1000)),
                                       noise_schedule=str(conf.get("noise_schedule", "linear")),
                                       learn_sigma=unet.learn_sigma)
-    except (TypeError, KeyError) as err:
+    except (TypeError, KeyError, ValueError) as err:
         raise ConfError(f"config architecture: {err}") from None
     settings = _sampler_settings(conf, unknown)
     data = _eval_data(conf, unknown)

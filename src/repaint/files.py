@@ -8,6 +8,7 @@ all or nothing: every temporary first, then the renames.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import struct
@@ -21,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "IMAGE_SUFFIXES", "is_image_file", "atomic_write", "write_group", "png_writer", "png_bytes", "remove_temporaries",
-    "ensure_writable",
+    "ensure_writable", "check_destinations",
 ]
 
 # The image files read from folders (evaluation, masks, training data, reference configs).
@@ -40,16 +41,35 @@ def is_image_file(path: Path) -> bool:
 
 
 def _temporary(path: Path, write: Writer) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.chmod(tmp, _MODE)
+    except OSError as err:  # a full disk, a file size limit: say which file
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+def check_destinations(paths: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse, before any work, destinations a result cannot be renamed onto (an existing folder) and destinations
+    that are one of the ``inputs`` (a run must never overwrite what it reads). Raises OSError with one line."""
+    sources = [Path(p) for p in inputs]
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise OSError(errno.EISDIR, f"cannot write {path}: a folder of that name is in the way")
+        for source in sources:
+            if path.exists() and source.exists() and os.path.samefile(path, source):
+                raise OSError(errno.EEXIST, f"the output {path} is the input {source}: it would be overwritten; "
+                                            "choose another output folder")
 
 
 def atomic_write(path: str | os.PathLike, write: Writer | bytes | str) -> Path:
@@ -66,6 +86,7 @@ def write_group(files: Mapping[Path, Writer | bytes | str]) -> list[Path]:
     from concurrent.futures import ThreadPoolExecutor
 
     items = [(Path(path), _as_writer(write)) for path, write in files.items()]
+    check_destinations(path for path, _ in items)
     with ThreadPoolExecutor(max_workers=max(1, min(len(items), os.cpu_count() or 1, 4))) as pool:
         futures = [pool.submit(_temporary, path, write) for path, write in items]
     temporaries = [(path, f.result()) for (path, _), f in zip(items, futures) if f.exception() is None]
@@ -74,8 +95,13 @@ def write_group(files: Mapping[Path, Writer | bytes | str]) -> list[Path]:
         for _, tmp in temporaries:
             tmp.unlink(missing_ok=True)
         raise failed
-    for path, tmp in temporaries:
-        os.replace(tmp, path)
+    for i, (path, tmp) in enumerate(temporaries):
+        try:
+            os.replace(tmp, path)
+        except OSError as err:  # raced in after the check: none of the files not yet in place is left behind
+            for _, rest in temporaries[i:]:
+                rest.unlink(missing_ok=True)
+            raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
     return [path for path, _ in temporaries]
 
 
@@ -144,8 +170,10 @@ def ensure_writable(folders: Iterable[str | os.PathLike]) -> None:
     """
     for folder in folders:
         folder = Path(folder).absolute()
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        existing = next(p for p in (folder, *folder.parents) if p.exists() or p.is_symlink())
         try:
+            if existing.is_symlink() and not existing.exists():
+                raise NotADirectoryError(0, f"{existing} is a symbolic link to nothing (dangling or looping)")
             if not existing.is_dir():
                 raise NotADirectoryError(0, f"{existing} is a file")
             fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test.", suffix=".tmp")

@@ -38,6 +38,7 @@ __all__ = [
     "ImageError",
     "ImageTooLarge",
     "open_image",
+    "check_readable",
     "photo_pixels",
     "mask_pixels",
     "read_rgb",
@@ -76,6 +77,19 @@ class ImageTooLarge(ImageError):
 ImageSource = Union[str, os.PathLike, bytes]
 
 
+def check_readable(path: str | os.PathLike, what: str = "image") -> None:
+    """The checks :func:`open_image` makes on a path before reading it, without reading it: it exists and is a
+    regular file (so a run can refuse a bad input before it loads a model)."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise ImageError(f"expected an {what} file, got a folder: {path}" if what == "image" else
+                         f"expected a {what} file, got a folder: {path}")
+    if not path.is_file():
+        raise ImageError(f"{path} is not a regular file (a pipe, socket or device); save the {what} to a file")
+
+
 def open_image(source: ImageSource, what: str | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode a file (path) or an upload (bytes) with the rules above: EXIF orientation applied, one frame only, at
     most ``max_pixels`` pixels (checked before decoding; Pillow's decompression-bomb limit always applies). Raises
@@ -89,12 +103,7 @@ def open_image(source: ImageSource, what: str | None = None, max_pixels: int | N
     else:
         path = Path(source)
         what = what or f"image {path}"
-        if not path.exists():
-            raise ImageError(f"image file not found: {path}")
-        if path.is_dir():
-            raise ImageError(f"expected an image file, got a folder: {path}")
-        if not path.is_file():
-            raise ImageError(f"{path} is not a regular file (a pipe, socket or device); save the image to a file")
+        check_readable(path)
         stream = path
     try:
         with warnings.catch_warnings():

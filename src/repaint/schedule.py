@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["JumpParams", "JUMP_FIELDS", "JumpSchedule", "jump_schedule", "count_network_calls", "transitions"]
+__all__ = ["JumpParams", "JUMP_FIELDS", "JumpSchedule", "jump_schedule", "count_network_calls", "transitions",
+           "network_calls_bound", "check_size", "MAX_NETWORK_CALLS"]
 
 _NO_LIMIT = 100_000_000  # the reference's default start_resampling: resample everywhere
+# The most network calls per sample a schedule may ask for (the paper's takes 2,410): beyond it the list of timesteps
+# alone would fill memory, and the run would not end in a lifetime on any machine.
+MAX_NETWORK_CALLS = 1_000_000
 
 
 def _param(default: int, help: str):
@@ -65,6 +69,8 @@ class JumpSchedule(JumpParams):
                     "to resample at all"
                 )
 
+        check_size(self.t_T, self)
+
     def _levels(self) -> list[tuple[int, int, str]]:
         """(length, count, name) per level, innermost first: the order in which jumps are tried at each t."""
         return [
@@ -80,6 +86,33 @@ class JumpSchedule(JumpParams):
     def network_calls(self) -> int:
         """Number of denoising steps, i.e. network calls per image (2,410 for the paper's setting)."""
         return count_network_calls(self.times())
+
+
+def network_calls_bound(t_T: int, params: JumpParams) -> int:
+    """An upper bound on the network calls of a schedule, in closed form (nothing is built); exact for one level
+    (2,410 for the paper's). A level of length L has ``len(range(0, t_T - L, L))`` jump points, each jumping at most
+    r - 1 times per fresh count; its count restarts at every jump of a level outside it. Each jump re-walks L steps
+    down, and every visit of a t denoises up to ``n_sample`` times."""
+    total_jumps = 0   # jumps of the levels outside the one being counted
+    calls = t_T
+    for length, count in ((params.jump_length, params.jump_n_sample), (params.jump2_length, params.jump2_n_sample),
+                          (params.jump3_length, params.jump3_n_sample)):
+        points = len(range(0, t_T - length, length))
+        jumps = points * (count - 1) * (1 + total_jumps)
+        calls += jumps * length
+        total_jumps += jumps
+    return calls * params.n_sample
+
+
+def check_size(t_T: int, params: JumpParams) -> None:
+    """Refuse, before anything is built, a schedule that could need more than :data:`MAX_NETWORK_CALLS` calls."""
+    bound = network_calls_bound(t_T, params)
+    if bound > MAX_NETWORK_CALLS:
+        raise ValueError(
+            f"steps={t_T}, jump_n_sample={params.jump_n_sample}, n_sample={params.n_sample} (and the inner levels) "
+            f"could need up to {bound:,} network calls per sample, over the limit of {MAX_NETWORK_CALLS:,} (the "
+            "paper's schedule takes 2,410)"
+        )
 
 
 def jump_schedule(t_T: int, jump_length: int = 10, jump_n_sample: int = 10, **more: int) -> list[int]:

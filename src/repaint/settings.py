@@ -14,11 +14,12 @@ of these ("paper", "fast"); a *preset* is a named model (see ``repaint models``)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .diffusion import DiffusionConfig
-from .schedule import JUMP_FIELDS, JumpParams, JumpSchedule
+from .schedule import JUMP_FIELDS, JumpParams, JumpSchedule, check_size
 
 __all__ = [
     "SamplerSettings",
@@ -53,8 +54,10 @@ class SamplerSettings(JumpParams):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.start_resampling < 0:
             raise ValueError(f"start_resampling must be >= 0, got {self.start_resampling}")
-        if self.eta < 0:
-            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        if not math.isfinite(self.eta) or self.eta < 0:
+            raise ValueError(f"eta must be a finite number >= 0, got {self.eta}")
+        if not self.timestep_respacing:
+            check_size(self.steps, self)
 
     def respacing(self) -> str:
         return self.timestep_respacing or str(self.steps)

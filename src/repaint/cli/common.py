@@ -22,7 +22,10 @@ class InputError(ValueError):
 
 def one_line(err: BaseException | str) -> str:
     """A message on one line (white space runs, newlines included, become one space)."""
-    text = str(err).strip() or type(err).__name__
+    if isinstance(err, OSError) and err.strerror:  # without the "[Errno N]" prefix, with the file where there is one
+        text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    else:
+        text = str(err).strip() or type(err).__name__
     return " ".join(text.split())
 
 
@@ -80,9 +83,9 @@ def schedule_options(command):
     from ..samplers import SAMPLERS
 
     options = [
-        click.option("--paper", "schedule_preset", flag_value="paper", default=None,
+        click.option("--paper", is_flag=True,
                      help="The paper's schedule: T=250, j=10, r=10 (2,410 network calls); sets every schedule field."),
-        click.option("--fast", "schedule_preset", flag_value="fast",
+        click.option("--fast", is_flag=True,
                      help="The fast preset: T=50, j=5, r=10, resampling only at t<=20 (230 calls); sets every "
                           "schedule field."),
         click.option("--sampler", type=click.Choice(list(SAMPLERS)), default=None,
@@ -105,7 +108,7 @@ def schedule_options(command):
     return command
 
 
-SCHEDULE_OPTIONS = ("schedule_preset", "sampler", "steps", "jump_length", "jump_n_sample", "start_resampling", "eta")
+SCHEDULE_OPTIONS = ("paper", "fast", "sampler", "steps", "jump_length", "jump_n_sample", "start_resampling", "eta")
 
 
 def settings_from(recommended, opts: dict, **extra):
@@ -113,8 +116,11 @@ def settings_from(recommended, opts: dict, **extra):
     from ..settings import resolve_settings
 
     fields = {k: opts.pop(k) for k in SCHEDULE_OPTIONS}
+    named = [name for name in ("paper", "fast") if fields.pop(name)]
+    if len(named) > 1:
+        raise InputError("--paper and --fast are two different schedules; give one")
     options = sampler_options(opts.pop("sampler_options", ()))
-    return resolve_settings(recommended, fields.pop("schedule_preset"), **fields, options=options or None, **extra)
+    return resolve_settings(recommended, named[0] if named else None, **fields, options=options or None, **extra)
 
 
 def sampler_options(pairs) -> dict:

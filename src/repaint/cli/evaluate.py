@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..api import FIT_STRATEGIES
+from ..api import FIT_STRATEGIES, MAX_SAMPLES
 from .common import (check_seed, device_of, handles_errors, parse_settings, schedule_options, settings_from,
                      unet_config_option)
 from ..samplers import describe
@@ -35,7 +35,7 @@ def _common(command):
                           "mask folder; repeat for several settings."),
         click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
                      help="Output folder; rerun the same command to resume."),
-        click.option("--n-samples", type=click.IntRange(1, 999), default=1, show_default=True),
+        click.option("--n-samples", type=click.IntRange(1, MAX_SAMPLES), default=1, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--mask-seed", type=int, default=0, show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),

@@ -12,10 +12,11 @@ import torch
 
 from ..accel import PRECISIONS, Accel, execution_summary
 from ..api import (
-    FIT_STRATEGIES, InpaintRequest, inpaint_stream, plan, read_image, read_mask, write_result,
+    FIT_STRATEGIES, MAX_SAMPLES, InpaintRequest, inpaint_stream, plan, read_image, read_mask, result_paths,
+    write_result,
 )
-from ..files import ensure_writable
-from ..images import OutputDirs, save_image
+from ..files import check_destinations, ensure_writable
+from ..images import OutputDirs, check_readable, save_image
 from ..samplers.repaint import INJECTION_MODES
 from ..samplers import describe, network_calls
 from .common import (
@@ -49,7 +50,7 @@ def output_name(path: Path) -> str:
 @click.option("--preset", default=None, help="Force the architecture of a preset for a checkpoint file.")
 @unet_config_option
 @schedule_options
-@click.option("--n-samples", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--n-samples", type=click.IntRange(1, MAX_SAMPLES), default=1, show_default=True,
               help="Samples per image; sample k uses seed SEED + k.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="(window, sample) jobs run together; results do not depend on it.  [default: 8]")
@@ -104,6 +105,13 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
         raise InputError(f"--cuda-graphs needs a CUDA device, not {device}")
     groups = _groups(image, mask, conf, opts, explicit)
     ensure_writable(folder for _, dirs, _ in groups for folder in vars(dirs).values())
+    seeds = [opts["seed"] + k for k in range(opts["n_samples"])]
+    for pairs, dirs, _ in groups:  # before the model loads: inputs readable, no output in the way of its rename
+        for name, image_path, mask_path in pairs:
+            check_readable(image_path)
+            check_readable(mask_path, "mask")
+            outputs = [p for paths in result_paths(dirs, name, seeds).values() for p in paths]
+            check_destinations(outputs, inputs=(image_path, mask_path))
 
     accel = Accel(precision=opts["precision"], compile=opts["compile_net"], cuda_graphs=opts["cuda_graphs"])
     if conf is not None and "model" not in explicit:
@@ -119,7 +127,6 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     if label is not None and inpainter.num_classes is not None and not 0 <= label < inpainter.num_classes:
         raise InputError(f"--class-label {label} is out of range 0..{inpainter.num_classes - 1}")
     scale = opts["classifier_scale"] if "classifier_scale" in explicit or conf is None else conf.classifier_scale
-    seeds = [opts["seed"] + k for k in range(opts["n_samples"])]
     random_labels = label is None and inpainter.num_classes is not None and conf is not None
     labels = labels_from_seeds(seeds, inpainter.num_classes) if random_labels else \
         (None if label is None else [label] * len(seeds))

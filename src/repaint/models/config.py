@@ -260,6 +260,13 @@ def config_from_official_kwargs(kwargs: Mapping[str, Any]) -> Config:
     unknown = sorted(set(kwargs) - set(names) - _NOT_ARCHITECTURE)
     if unknown:
         raise ValueError(f"unknown {'create_classifier' if is_classifier else 'create_model'} arguments {unknown}")
+    required = {f.name for f in dataclasses.fields(config_class)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    given = {names[k] for k in kwargs if k in names}
+    missing = [official for official, ours in names.items() if ours in required - given]
+    if missing:
+        raise ValueError(f"the architecture is not given: {', '.join(missing)} missing (the arguments of "
+                         f"guided-diffusion's {'create_classifier' if is_classifier else 'create_model'})")
     return config_class.from_dict({names[k]: v for k, v in kwargs.items() if k in names})
 
 

@@ -12,6 +12,8 @@ returning the inpainted batch [B, C, H, W], described by a :class:`Sampler` entr
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -142,6 +144,6 @@ def check_options(settings, defaults: Mapping[str, float]) -> dict:
         raise ValueError(f"sampler {settings.sampler!r} has no option(s) {', '.join(unknown)}{known}")
     merged = {**defaults, **settings.options}
     for key, value in merged.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"option {key} of sampler {settings.sampler!r} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"option {key} of sampler {settings.sampler!r} must be a finite number, got {value!r}")
     return merged

@@ -366,6 +366,9 @@ def train(config: TrainConfig) -> TrainResult:
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
 
     step, last_loss = 0, float("nan")
+    if d.main and out.is_dir():  # a run killed while saving left its half-written checkpoint behind
+        for stale in out.glob(".ckpt_*.tmp"):
+            stale.unlink(missing_ok=True)
     resumed = _load_resume_state(config, d.device, d.main)
     if resumed is not None:
         resume, state = resumed
