@@ -99,6 +99,20 @@ CASES = [
     Case("--device cuda without CUDA", "inpaint {face} {mask} --out {out} --device cuda", "no CUDA device"),
     Case("reference config missing", "inpaint --conf {w}/nowhere.yml --out {out}", "nowhere.yml"),
     Case("reference config not YAML", "inpaint --conf {w}/broken.yml --out {out}", "broken.yml"),
+    Case("reference config without architecture", "inpaint --conf {w}/noarch.yml --out {out}", "num_channels"),
+    Case("the mask is inside --out, where a result goes",
+         "inpaint {face} {w}/inside/gt_keep_mask/face.png --out {w}/inside --invert-mask", "would be overwritten"),
+    Case("a folder where a result file goes", "inpaint {face} {mask} --out {w}/blocked", "in the way"),
+    Case("--out is a dangling symbolic link", "inpaint {face} {mask} --out {w}/dangling", "symbolic link to nothing"),
+    Case("image is a named pipe (refused before loading)", "inpaint {w}/pipe.png {mask} --out {out}",
+         "not a regular file"),
+    Case("a billion resamplings", "inpaint {face} {mask} --out {out} --jump-n-sample 1000000000",
+         "over the limit"),
+    Case("ten billion samples", "inpaint {face} {mask} --out {out} --n-samples 10000000000", "--n-samples"),
+    Case("--eta nan", "inpaint {face} {mask} --out {out} --sampler ddnm --eta nan", "finite"),
+    Case("a sampler option of NaN", "inpaint {face} {mask} --out {out} --sampler smc --option particles=.nan",
+         "option particles"),
+    Case("--paper with --fast", "inpaint {face} {mask} --out {out} --paper --fast", "give one"),
     Case("a model that produces NaN", "inpaint {img32} {mask32} --out {out} --model {w}/nan.safetensors --steps 2 "
          "--jump-length 1 --jump-n-sample 1", "NaN"),
     # repaint eval / ablate (a tiny 32x32 model)
@@ -153,6 +167,7 @@ CASES = [
     Case("masks: unknown kind", "masks hexagon --out {out}", "'hexagon' is not one of"),
     Case("masks: --side for a kind without sides", "masks wide --side top --out {out}", "--side only applies"),
     Case("schedule: jump longer than the walk", "schedule --t-T 1", "must be smaller than t_T"),
+    Case("schedule: a billion resamplings", "schedule --jump-n-sample 1000000000", "over the limit"),
     # the Python API
     Case("load_image of a missing file", "api:load_image_missing", "image file not found"),
     Case("SamplerSettings(steps=1)", "api:settings_steps_1", "steps must be at least 2"),
@@ -233,6 +248,12 @@ def _write_inputs(w: Path) -> dict[str, str]:
         (w / "unreadable" / f"{i}.png").write_bytes(b"broken")
     image_folder(w / "train", n=8, size=16)
     (w / "broken.yml").write_text("model: [unclosed\n")
+    (w / "noarch.yml").write_text("model_path: nowhere.pt\nname: x\n")
+    (w / "inside" / "gt_keep_mask").mkdir(parents=True)
+    Image.fromarray(255 - np.asarray(Image.open(w / "face_mask.png"))).save(w / "inside/gt_keep_mask/face.png")
+    (w / "blocked" / "gt" / "face.png").mkdir(parents=True)
+    (w / "dangling").symlink_to(w / "nowhere")
+    os.mkfifo(w / "pipe.png")
     (w / "other_run").mkdir()
     (w / "other_run" / "manifest.json").write_text('{"version": 1, "seed": 5}')
     result = CliRunner().invoke(cli, shlex.split(f"train {w}/train --out {w}/run {TINY_TRAIN}"))
