@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from repaint.cli import cli
-from repaint.conf import ConfError, parse_conf, read_conf
+from repaint.conf import ConfError, merge_choices, parse_conf, read_conf
 from test_cli import TINY, tiny_checkpoint
 
 
@@ -121,3 +121,17 @@ def test_bad_conf_files_are_one_line(tmp_path):
     with pytest.raises(ConfError, match="mapping"):
         (tmp_path / "list.yml").write_text("- 1\n")
         read_conf(tmp_path / "list.yml")
+
+
+def test_a_choice_made_explicitly_wins_then_the_config_then_the_default(setup):
+    root, model = setup
+    conf = parse_conf(reference_conf(root, model, device="cpu", cond_y=3, classifier_scale=2.5))
+    defaults = {"model": "default", "device": "auto", "class_label": None, "classifier_scale": 1.0}
+    from_conf = merge_choices(conf, defaults, explicit=set())
+    assert (from_conf.device, from_conf.class_label, from_conf.classifier_scale) == ("cpu", 3, 2.5)
+    assert from_conf.settings == conf.settings and from_conf.random_labels
+    given = merge_choices(conf, {**defaults, "device": "cuda", "class_label": 0}, explicit={"device", "class_label"})
+    assert (given.device, given.class_label, given.classifier_scale) == ("cuda", 0, 2.5)
+    no_conf = merge_choices(None, defaults, explicit=set())
+    assert (no_conf.device, no_conf.class_label, no_conf.random_labels) == ("auto", None, False)
+    assert no_conf.settings.sampler == "lanpaint"  # the bundled model's recommendation

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import yaml
 from .accel import Accel
 from .images import OutputDirs
 from .files import IMAGE_SUFFIXES
-from .inpainter import Inpainter
+from .inpainter import Inpainter, recommended_settings
 from .checkpoints import resolve_checkpoint
 from .schedule import JUMP_FIELDS
 from .settings import SamplerSettings
@@ -290,3 +290,47 @@ def inpainter_from_conf(conf: ReferenceConf, device: str | torch.device = "cpu",
         accel = Accel(precision="reference-fp16") if conf.unet.use_fp16 and device.type == "cuda" else Accel()
     return Inpainter.load(str(path), preset=arch, classifier=None if clf_file is None else str(clf_file),
                           classifier_preset=clf_arch, device=device, accel=accel)
+
+
+# ----------------------------------------------------------------------------------------------
+# A config meets the command line (or any caller's choices)
+
+
+@dataclass(frozen=True)
+class RunChoices:
+    """What a run uses when a reference config and a caller's choices meet (:func:`merge_choices`)."""
+
+    settings: SamplerSettings        # the base settings the caller's schedule options then override
+    device: str                      # as asked ("auto", "cpu", "cuda:1", ...), not yet resolved
+    class_label: int | None
+    classifier_scale: float
+    random_labels: bool              # no label for a class-conditional model: one per seed, as the reference draws
+
+
+def merge_choices(conf: ReferenceConf | None, choices: Mapping[str, Any], explicit: Collection[str]) -> RunChoices:
+    """The one rule for a config and the caller's ``choices`` (keys ``model``, ``device``, ``class_label``,
+    ``classifier_scale``): a choice in ``explicit`` (given by the caller) wins, then the config's value, then the
+    choice's default. Without a config the base settings are the model's recommendation."""
+    if conf is None:
+        return RunChoices(recommended_settings(choices["model"]), choices["device"], choices["class_label"],
+                          choices["classifier_scale"], random_labels=False)
+
+    def pick(key: str, conf_value):
+        return choices[key] if key in explicit or conf_value is None else conf_value
+
+    return RunChoices(conf.settings, pick("device", conf.device), pick("class_label", conf.class_label),
+                      pick("classifier_scale", conf.classifier_scale), random_labels=True)
+
+
+def load_for_run(conf: ReferenceConf | None, choices: Mapping[str, Any], explicit: Collection[str], device: str,
+                 accel: Accel) -> Inpainter:
+    """The model of a run: the config's (its architecture and files; ``--model``/``--classifier`` replace the files)
+    unless the caller named a model, which then loads as any model does. ``accel`` applies to a config's model only
+    when the caller chose one of its fields; otherwise the config's own precision rule does."""
+    classifier = choices.get("classifier")
+    if conf is not None and "model" not in explicit:
+        chose_accel = {"precision", "compile_net", "cuda_graphs"} & set(explicit)
+        return inpainter_from_conf(conf, device, classifier=classifier, accel=accel if chose_accel else None)
+    conf_classifier = conf.classifier_path if conf is not None and conf.classifier_scale > 0 else None
+    return Inpainter.load(choices["model"], classifier=classifier or conf_classifier, device=device,
+                          preset=choices.get("preset"), accel=accel, unet_config=choices.get("unet_config") or None)

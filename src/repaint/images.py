@@ -46,6 +46,7 @@ __all__ = [
     "to_uint8",
     "save_image",
     "OutputDirs",
+    "output_name",
 ]
 
 SUBFOLDERS = {"inpainted": "inpainted", "gt_masked": "gt_masked", "gt_keep_mask": "gt_keep_mask", "gt": "gt"}
@@ -245,3 +246,11 @@ class OutputDirs:
         dirs = {key: root / name for key, name in SUBFOLDERS.items()}
         dirs.update({key: Path(value) for key, value in (overrides or {}).items()})
         return cls(**dirs)
+
+
+def output_name(path: str | os.PathLike) -> str:
+    """The name a photo's result files get: its stem, with the suffix appended for non-PNG files, so photo.png and
+    photo.jpg never overwrite each other's results."""
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    return path.stem if suffix == "png" else f"{path.stem}_{suffix}"

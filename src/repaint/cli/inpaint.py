@@ -16,7 +16,7 @@ from ..api import (
     write_result,
 )
 from ..files import check_destinations, ensure_writable
-from ..images import OutputDirs, check_readable, save_image
+from ..images import OutputDirs, check_readable, output_name, save_image
 from ..samplers.repaint import INJECTION_MODES
 from ..samplers import describe, network_calls
 from .common import (
@@ -33,13 +33,6 @@ Examples:
   repaint inpaint dog.png mask.png --model imagenet256 --classifier imagenet256_classifier --class-label 207
   repaint inpaint --conf confs/test_c256_thin.yml          (a config of the reference repository)
 """
-
-
-def output_name(path: Path) -> str:
-    """The name a photo's files get: its stem, with the suffix appended for non-PNG files, so photo.png and
-    photo.jpg never overwrite each other's outputs."""
-    suffix = path.suffix.lower().lstrip(".")
-    return path.stem if suffix == "png" else f"{path.stem}_{suffix}"
 
 
 @click.command(epilog=EXAMPLES)
@@ -84,8 +77,8 @@ def output_name(path: Path) -> str:
 @handles_errors
 def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -> None:
     """Inpaint IMAGE where MASK is black (white = keep), writing full-size PNGs under --out."""
-    from ..conf import inpainter_from_conf, parse_conf, read_conf
-    from ..inpainter import Inpainter, labels_from_seeds, recommended_settings
+    from ..conf import load_for_run, merge_choices, parse_conf, read_conf
+    from ..inpainter import labels_from_seeds
 
     explicit = explicit_options(ctx)
     conf = parse_conf(read_conf(opts["conf_file"])) if opts["conf_file"] else None
@@ -97,10 +90,10 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
         raise click.UsageError("the config has no data.eval entry; give IMAGE and MASK")
     check_seed(opts["seed"], opts["n_samples"])
     model = opts["model"]
-    base = recommended_settings(model) if conf is None else conf.settings
-    settings = settings_from(base, opts, injection=opts["injection"] if "injection" in explicit else None,
+    choices = merge_choices(conf, opts, explicit)
+    settings = settings_from(choices.settings, opts, injection=opts["injection"] if "injection" in explicit else None,
                              paste_known=False if opts["no_paste"] else None)
-    device = device_of(opts["device"] if "device" in explicit or conf is None or not conf.device else conf.device)
+    device = device_of(choices.device)
     if opts["cuda_graphs"] and torch.device(device).type != "cuda":
         raise InputError(f"--cuda-graphs needs a CUDA device, not {device}")
     groups = _groups(image, mask, conf, opts, explicit)
@@ -114,20 +107,13 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
             check_destinations(outputs, inputs=(image_path, mask_path))
 
     accel = Accel(precision=opts["precision"], compile=opts["compile_net"], cuda_graphs=opts["cuda_graphs"])
-    if conf is not None and "model" not in explicit:
-        explicit_accel = {"precision", "compile_net", "cuda_graphs"} & explicit
-        inpainter = inpainter_from_conf(conf, device, classifier=opts["classifier"],
-                                        accel=accel if explicit_accel else None)
-    else:
-        conf_classifier = conf.classifier_path if conf is not None and conf.classifier_scale > 0 else None
-        inpainter = Inpainter.load(model, classifier=opts["classifier"] or conf_classifier, device=device,
-                                   preset=opts["preset"], accel=accel,
-                                   unet_config=parse_settings(opts["unet_config"]) or None)
-    label = opts["class_label"] if "class_label" in explicit or conf is None else conf.class_label
+    inpainter = load_for_run(conf, {**opts, "unet_config": parse_settings(opts["unet_config"])}, explicit, device,
+                             accel)
+    label = choices.class_label
     if label is not None and inpainter.num_classes is not None and not 0 <= label < inpainter.num_classes:
         raise InputError(f"--class-label {label} is out of range 0..{inpainter.num_classes - 1}")
-    scale = opts["classifier_scale"] if "classifier_scale" in explicit or conf is None else conf.classifier_scale
-    random_labels = label is None and inpainter.num_classes is not None and conf is not None
+    scale = choices.classifier_scale
+    random_labels = label is None and inpainter.num_classes is not None and choices.random_labels
     labels = labels_from_seeds(seeds, inpainter.num_classes) if random_labels else \
         (None if label is None else [label] * len(seeds))
 
