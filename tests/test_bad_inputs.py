@@ -136,7 +136,7 @@ CASES = [
     Case("checkpoint of random bytes", "eval {w}/images --model {w}/corrupt.pt --out {out}",
          "cannot read checkpoint"),
     Case("slowing down past the trained steps", "ablate resampling-vs-slowdown {w}/images --model {tiny} "
-         "--out {out} --t-T 60 --resamplings 3", "trained with at least"),
+         "--out {out} --steps 60 --resamplings 3", "trained with at least"),
     Case("ablation needs LPIPS, weights missing", "ablate jump-grid {w}/images --model {tiny} --out {out} "
          "--metrics lpips", "--lpips-weights"),
     # repaint train / export
@@ -166,7 +166,7 @@ CASES = [
     Case("validate: unknown sampler", "validate --sampler fastest --n 10", "is not one of"),
     Case("masks: unknown kind", "masks hexagon --out {out}", "'hexagon' is not one of"),
     Case("masks: --side for a kind without sides", "masks wide --side top --out {out}", "--side only applies"),
-    Case("schedule: jump longer than the walk", "schedule --t-T 1", "must be smaller than t_T"),
+    Case("schedule: jump longer than the walk", "schedule --steps 1", "must be smaller than steps"),
     Case("schedule: a billion resamplings", "schedule --jump-n-sample 1000000000", "over the limit"),
     # the Python API
     Case("load_image of a missing file", "api:load_image_missing", "image file not found"),

@@ -206,7 +206,7 @@ def test_missing_bundled_model_is_one_line(files, tmp_path, monkeypatch):
 
 
 def test_schedule_counts_paper_setting():
-    result = run("schedule", "--t-T", "250", "--jump-length", "10", "--jump-n-sample", "10")
+    result = run("schedule", "--steps", "250", "--jump-length", "10", "--jump-n-sample", "10")
     assert result.exit_code == 0
     assert "network calls: 2410" in result.stdout
 
@@ -214,7 +214,7 @@ def test_schedule_counts_paper_setting():
 def test_schedule_plot(tmp_path):
     pytest.importorskip("matplotlib")
     plot = tmp_path / "schedule.png"
-    result = run("schedule", "--t-T", "50", "--jump-length", "5", "--jump-n-sample", "3", "--plot", plot)
+    result = run("schedule", "--steps", "50", "--jump-length", "5", "--jump-n-sample", "3", "--plot", plot)
     assert result.exit_code == 0, result.output
     assert Image.open(plot).format == "PNG"
 

@@ -1,3 +1,5 @@
+import random
+
 import pytest
 
 from repaint.schedule import JumpSchedule, count_network_calls, jump_schedule, transitions
@@ -37,7 +39,7 @@ def test_every_move_is_a_single_step_and_ends_at_minus_one():
         ({"t_T": 0}, "t_T"),
         ({"t_T": 10, "jump_length": 0}, "jump_length"),
         ({"t_T": 10, "jump_n_sample": -1}, "jump_n_sample"),
-        ({"t_T": 10, "jump_length": 10, "jump_n_sample": 2}, "smaller than t_T"),
+        ({"t_T": 10, "jump_length": 10, "jump_n_sample": 2}, "smaller than steps"),
         ({"t_T": 10, "jump2_length": 12, "jump2_n_sample": 3}, "jump2_length"),
         ({"t_T": 10.5}, "integer"),
     ],
@@ -50,3 +52,26 @@ def test_impossible_parameters_are_refused(kwargs, word):
 def test_transitions_refuse_jumps_of_more_than_one():
     with pytest.raises(ValueError, match="single steps"):
         transitions([5, 4, 2, -1])
+
+
+def test_the_closed_form_bound_holds_and_is_exact_for_one_level():
+    from repaint.schedule import network_calls_bound
+
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(1500):
+        t_T = rng.randint(2, 200)
+        params = dict(jump_length=rng.randint(1, t_T), jump_n_sample=rng.randint(1, 12), n_sample=rng.choice([1, 2]),
+                      start_resampling=rng.choice([100_000_000, rng.randint(0, t_T)]),
+                      jump2_length=rng.randint(1, t_T), jump2_n_sample=rng.choice([1, 1, 3]),
+                      jump3_length=rng.randint(1, t_T), jump3_n_sample=rng.choice([1, 1, 2]))
+        try:
+            schedule = JumpSchedule(t_T, **params)
+        except ValueError:
+            continue
+        checked += 1
+        assert schedule.network_calls() <= network_calls_bound(t_T, schedule), (t_T, params)
+    assert checked > 1000
+    for t_T, j, r in ((250, 10, 10), (100, 7, 3), (50, 5, 1)):
+        schedule = JumpSchedule(t_T, jump_length=j, jump_n_sample=r)
+        assert network_calls_bound(t_T, schedule) == schedule.network_calls()

@@ -65,7 +65,7 @@ class JumpSchedule(JumpParams):
         for length, count, label in self._levels():
             if count > 1 and length >= self.t_T:
                 raise ValueError(
-                    f"{label}_length={length} must be smaller than t_T={self.t_T} for {label}_n_sample={count} "
+                    f"{label}_length={length} must be smaller than steps={self.t_T} for {label}_n_sample={count} "
                     "to resample at all"
                 )
 

@@ -122,17 +122,17 @@ def _ablation(name: str, fn_name: str, extra):
 
 
 _ablation("resampling-vs-slowdown", "resampling_vs_slowdown", {
-    "t_T": click.option("--t-T", "t_T", type=int, default=250, show_default=True),
+    "t_T": click.option("--steps", "--t-T", "t_T", type=int, default=250, show_default=True),
     "jump_length": click.option("--jump-length", type=int, default=10, show_default=True),
     "resamplings": click.option("--resamplings", type=int, multiple=True, help="r values (default 1 2 3 4)."),
 })
 _ablation("jump-grid", "jump_grid", {
-    "t_T": click.option("--t-T", "t_T", type=int, default=250, show_default=True),
+    "t_T": click.option("--steps", "--t-T", "t_T", type=int, default=250, show_default=True),
     "jump_lengths": click.option("--jump-lengths", type=int, multiple=True, help="j values (default 1 5 10)."),
     "resamplings": click.option("--resamplings", type=int, multiple=True, help="r values (default 5 10 15)."),
 })
 _ablation("sdedit", "sdedit_alternative", {
-    "t_T": click.option("--t-T", "t_T", type=int, default=250, show_default=True),
+    "t_T": click.option("--steps", "--t-T", "t_T", type=int, default=250, show_default=True),
     "repeats": click.option("--repeats", type=int, multiple=True, help="k values (default 1 5 10 18)."),
     "repaint_jump_length": click.option("--repaint-jump-length", type=int, default=10, show_default=True),
     "repaint_resamplings": click.option("--repaint-resamplings", type=int, default=10, show_default=True),

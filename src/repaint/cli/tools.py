@@ -22,14 +22,15 @@ from ..samplers import describe
 def _jump_options(command):
     """One option per JumpSchedule field, with the dataclass's default and help."""
     ordered = sorted(dataclasses.fields(JumpSchedule), key=lambda f: f.name != "t_T")   # the starting point first
-    for f in reversed(ordered):
-        command = click.option("--" + f.name.replace("_", "-"), f.name, type=int, default=f.default,
-                               show_default=True, help=f.metadata["help"] + ".")(command)
+    for f in reversed(ordered):  # T is --steps as everywhere else; --t-T (the reference's name) still works
+        names = ("--steps", "--t-T") if f.name == "t_T" else ("--" + f.name.replace("_", "-"),)
+        command = click.option(*names, f.name, type=int, default=f.default, show_default=True,
+                               help=f.metadata["help"] + ".")(command)
     return command
 
 
 @click.command(epilog="\b\nExample:\n"
-                      "  repaint schedule --t-T 250 --jump-length 10 --jump-n-sample 10 --plot schedule.png")
+                      "  repaint schedule --steps 250 --jump-length 10 --jump-n-sample 10 --plot schedule.png")
 @_jump_options
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of t over the transition index (needs matplotlib).")
