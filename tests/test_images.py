@@ -167,3 +167,27 @@ def test_decompression_bombs_are_one_line_image_errors(tmp_path, side):
         assert "\n" not in str(info.value) and str(path) in str(info.value)
         with pytest.raises(MaskError, match="safety limit"):
             load_mask(path)
+
+
+def test_one_rgba_photo_gives_one_input_in_the_cli_the_api_and_the_web(tmp_path):
+    from click.testing import CliRunner
+
+    from repaint import api
+    from repaint.cli import cli
+    from repaint.web.limits import Limits, decode_image
+
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)   # every alpha level from clear to opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "photo.png")
+    mask = np.full((64, 64), 255, np.uint8)
+    mask[20:40, 20:40] = 0
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    result = CliRunner().invoke(cli, ["inpaint", str(tmp_path / "photo.png"), str(tmp_path / "mask.png"), "--out",
+                                      str(tmp_path / "out"), "--steps", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    cli_input = np.asarray(Image.open(tmp_path / "out" / "gt" / "photo.png"))
+    with pytest.warns(UserWarning, match="transparency"):
+        api_input = api.read_image(tmp_path / "photo.png")
+    web_input = decode_image((tmp_path / "photo.png").read_bytes(), Limits())
+    assert (cli_input == api_input).all() and (api_input == web_input).all()
+    assert not (api_input == rgba[..., :3]).all()  # composited, not the stored colours
