@@ -177,7 +177,7 @@ def test_other_sizes_are_fitted_or_skipped(tmp_path, inpainter):
 
 
 def test_wrong_sized_and_oversized_images_are_skipped_like_corrupt_ones(tmp_path, inpainter):
-    from test_io import huge_png
+    from test_images import huge_png
 
     images = image_folder(tmp_path / "images", n=2)
     Image.new("RGB", (40, 40)).save(images / "wide.png")

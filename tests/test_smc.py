@@ -56,7 +56,7 @@ def test_network_evaluations_follow_the_particle_schedule():
     ({"window_start": 0.5, "window_end": 0.4}, "window_start <= window_end"),
     ({"ess": 1.5}, "ess must lie in"),
     ({"lookahead": -1}, "lookahead must be >= 0"),
-    ({"particles": "ten"}, "must be a number"),
+    ({"particles": "ten"}, "must be a finite number"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message) as info:

@@ -75,6 +75,17 @@ def _read_safetensors(path: Path, map_location: Any) -> tuple[dict[str, torch.Te
     return tensors, stored
 
 
+def _torch_load(path: Path, map_location: Any):
+    """``torch.load`` with safe unpickling, memory-mapped where the file allows it (the zip format of every torch
+    since 1.6): the weights are paged in from the file, not copied into memory first."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location=map_location, weights_only=True)  # the legacy format
+
+
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[dict[str, torch.Tensor], Any]:
     """(state dict, stored config record or None) of a ``.pt`` or ``.safetensors`` file."""
     path = Path(path)
@@ -83,7 +94,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[dict[s
     try:
         if path.suffix == ".safetensors":
             return _read_safetensors(path, map_location)
-        return _unwrap(torch.load(path, map_location=map_location, weights_only=True))
+        return _unwrap(_torch_load(path, map_location))
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
     except Exception as error:  # torch/safetensors/json raise many types for a damaged file

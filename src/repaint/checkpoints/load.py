@@ -89,9 +89,11 @@ def load_checkpoint(
             f"models' settings), and a checkpoint trained with others loads but gives wrong outputs. Set them in "
             f"{Path(path).with_suffix('.json').name} beside it (e.g. {{\"num_heads\": 4}}) or with "
             f"--unet-config KEY=VALUE", stacklevel=2)
-    with torch.device(map_location):
+    with torch.device("meta"):  # no memory for weights that are about to be replaced
         model = build_model(config)
-    model.load_state_dict(state_dict, strict=True)
+    # the file's tensors become the parameters (no second copy of the weights); float32 as the contract says
+    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval(), config
 
 
