@@ -358,3 +358,106 @@ def _image_and_mask(tmp_path):
     mask[4:12, 4:12] = 0
     Image.fromarray(mask).save(tmp_path / "mask.png")
     return tmp_path / "image.png", tmp_path / "mask.png"
+
+
+# -- hf: models from a Hugging Face cache, offline -----------------------------------------------------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny):
+    """A diffusers export of the tiny model: what a Hub DDPM repository holds."""
+    pytest.importorskip("diffusers")
+    from repaint.checkpoints.diffusers_export import export_diffusers
+
+    root = tmp_path_factory.mktemp("export")
+    (root / "tiny.safetensors").write_bytes(tiny)
+    return export_diffusers(root / "tiny.safetensors", root / "folder")
+
+
+def lay_out_hub_cache(cache: Path, repo: str, folder: Path) -> Path:
+    """``folder``'s files as huggingface_hub caches a repository: blobs named by hash, a snapshot of symlinks to
+    them, and refs/main naming the snapshot's commit."""
+    storage = cache / ("models--" + repo.replace("/", "--"))
+    for file in (p for p in folder.rglob("*") if p.is_file()):
+        blob = storage / "blobs" / sha(file.read_bytes())
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(file.read_bytes())
+        link = storage / "snapshots" / COMMIT / file.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../" * len(file.relative_to(folder).parts), "../blobs", blob.name))
+    (storage / "refs").mkdir(parents=True, exist_ok=True)
+    (storage / "refs" / "main").write_text(COMMIT)
+    return storage / "snapshots" / COMMIT
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch, exported):
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hf"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lay_out_hub_cache(cache, "testorg/tiny-ddpm", exported)
+    return cache
+
+
+@pytest.mark.parametrize("model", ["hf:testorg/tiny-ddpm", f"hf:testorg/tiny-ddpm@{COMMIT}"])
+def test_hf_model_from_the_hub_cache_inpaints_offline(hub_cache, tmp_path, model):
+    image, mask = _image_and_mask(tmp_path)
+    result = run("inpaint", image, mask, "--model", model, "--out", tmp_path / "out", *FAST)
+    assert result.exit_code == 0, result.output
+    assert any(p.suffix == ".png" for p in (tmp_path / "out").rglob("*"))
+
+
+def test_hf_download_prints_the_snapshot_folder(hub_cache):
+    result = run("download", "hf:testorg/tiny-ddpm")
+    assert result.exit_code == 0, result.output
+    assert Path(result.stdout.strip().splitlines()[-1]) == (
+        hub_cache / "models--testorg--tiny-ddpm" / "snapshots" / COMMIT).resolve()
+
+
+def test_a_hub_model_of_the_table_is_on_disk_when_cached(hub_cache, exported):
+    lay_out_hub_cache(hub_cache, "google/ddpm-ema-church-256", exported)
+    listed = next(line for line in run("models").output.splitlines() if line.startswith("ddpm-church256 "))
+    assert "models--google--ddpm-ema-church-256" in listed
+    result = run("download", "ddpm-church256")
+    assert result.exit_code == 0 and "models--google--ddpm-ema-church-256" in result.stdout.splitlines()[-1]
+
+
+def test_hf_errors_are_one_line(hub_cache, tmp_path):
+    (tmp_path / "readme-only").mkdir()
+    (tmp_path / "readme-only" / "README.md").write_text("no model here")
+    lay_out_hub_cache(hub_cache, "testorg/no-unet", tmp_path / "readme-only")
+    missing = run("download", "hf:testorg/missing")
+    assert missing.exit_code == 2
+    assert "not in the Hugging Face cache and downloads are off" in error_line(missing)
+    assert "repaint download hf:testorg/missing" in error_line(missing)
+    no_unet = run("download", "hf:testorg/no-unet")
+    assert no_unet.exit_code == 2 and "is not a diffusers DDPM this tool runs" in error_line(no_unet)
+
+
+def test_python_api_and_web_menu_take_hf_ids(hub_cache, tmp_path):
+    import numpy as np
+
+    from repaint.api import load_inpainter
+    from repaint.web.models import ModelMenu, discover_models
+
+    inpainter = load_inpainter("hf:testorg/tiny-ddpm", device="cpu")
+    assert inpainter.image_size == 16
+    menu = discover_models(["hf:testorg/tiny-ddpm"])
+    assert menu["hf:testorg/tiny-ddpm"] == "hf:testorg/tiny-ddpm"
+    assert ModelMenu(menu).descriptions["hf:testorg/tiny-ddpm"] == "Hugging Face Hub model testorg/tiny-ddpm"
+    with torch.no_grad():
+        assert np.isfinite(inpainter.unet(torch.zeros(1, 3, 16, 16), torch.tensor([10])).numpy()).all()
+
+
+def test_the_web_menu_lists_models_on_disk_and_never_downloads(tiny_preset, server, tmp_path):
+    from repaint.web.models import ModelMenu, discover_models
+
+    assert "tiny16" not in discover_models() and server.ranges == []
+    assert run("download", "tiny16").exit_code == 0
+    menu = discover_models()
+    assert menu["tiny16"] == "tiny16" and ModelMenu(menu).descriptions["tiny16"] == "a 16x16 test model"

@@ -2,7 +2,8 @@
 
 The menu is fixed when the server starts: the bundled face model ("default"), every model of the table whose file
 (or Hub snapshot) is already on disk (the search folders of :func:`repaint.checkpoints.search_dirs`; building the
-menu downloads nothing), and the files named on the command line. Each entry has a one-line description.
+menu downloads nothing), and the models named on the command line (files, model names, ``hf:`` ids). Each entry has
+a one-line description.
 A client sends a name from this menu; nothing a client sends is ever used as a path.
 """
 
@@ -19,7 +20,8 @@ __all__ = ["ModelMenu", "discover_models", "describe_entry"]
 
 
 def discover_models(files: Sequence[str | Path] = ()) -> dict[str, str]:
-    """Menu name -> what :func:`repaint.api.load_inpainter` takes (``"default"``, a preset name or a file path).
+    """Menu name -> what :func:`repaint.api.load_inpainter` takes (``"default"``, a model name, ``hf:ORG/NAME`` or a
+    file path). ``files`` are files, model names or ``hf:`` ids to offer besides those found on disk.
 
     A named file that does not exist is a one-line :class:`CheckpointError`; models not on disk are left out.
     """
@@ -29,6 +31,12 @@ def discover_models(files: Sequence[str | Path] = ()) -> dict[str, str]:
         if preset.denoiser and name != "default" and find_on_disk(preset, folders) is not None:
             menu[name] = name
     for file in files:
+        text = str(file)
+        if text.startswith("hf:") or text in PRESETS:  # a model by name: fetched (if need be) when it is loaded
+            if text in PRESETS and not PRESETS[text].denoiser:
+                raise CheckpointError(f"{text} is a classifier, not a model to inpaint with")
+            menu[text] = text
+            continue
         path = Path(file).expanduser()
         if not path.exists():
             raise CheckpointError(f"model file {file} does not exist")
@@ -44,6 +52,8 @@ def describe_entry(source: str) -> str:
     if source in PRESETS:
         preset = PRESETS[source]
         return preset.description.split(":")[0] if preset.name == "default" else preset.description
+    if source.startswith("hf:"):
+        return f"Hugging Face Hub model {source.removeprefix('hf:')}"
     return f"checkpoint file {Path(source).name}"
 
 
