@@ -112,9 +112,10 @@ def _fetch_preset(preset: Preset, to, sha256, mirror, retries, progress) -> Path
     if preset.source.startswith("hf:"):
         return fetch_hub(HubId.parse(preset.source), to=to)
     if not preset.source:
-        raise DownloadError(f"{preset.name} has no direct download: it is on {preset.published}; "
-                            f"`repaint download drive:ID` fetches one under its Drive name, and {preset.filename} "
-                            "is this model")
+        raise CheckpointError(f"{preset.name} needs {preset.filename}, which has no direct download: it is on "
+                              f"{preset.published}; `repaint download drive:ID` fetches a Drive file under its own "
+                              f"name; put {preset.filename} in the model cache's models/ folder, ./data/pretrained "
+                              "or a folder named in $REPAINT_CHECKPOINTS")
     url = preset.source
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     if mirror:
