@@ -461,3 +461,50 @@ def test_the_web_menu_lists_models_on_disk_and_never_downloads(tiny_preset, serv
     assert run("download", "tiny16").exit_code == 0
     menu = discover_models()
     assert menu["tiny16"] == "tiny16" and ModelMenu(menu).descriptions["tiny16"] == "a 16x16 test model"
+
+
+# -- Google Drive through gdown (a stand-in module: no network here) -----------------------------------------------
+
+class FakeGdown:
+    """gdown's ``download(id=, output=, quiet=, resume=)``: writes ``data`` under Drive's file name in ``output``."""
+
+    def __init__(self, name, data=None, error=None):
+        self.name, self.data, self.error = name, data, error
+
+    def download(self, id, output, quiet, resume):
+        if self.error:
+            raise self.error
+        path = Path(output) / self.name
+        path.write_bytes(self.data)
+        return str(path)
+
+
+def test_a_drive_file_is_verified_and_moved_into_place(monkeypatch, tiny, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gdown", FakeGdown("celeba256_250000.safetensors", tiny))
+    result = run("download", "drive:1abcdefghijklmnop", "--to", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert Path(result.stdout.strip().splitlines()[-1]) == tmp_path / "celeba256_250000.safetensors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["celeba256_250000.safetensors",
+                                                           "celeba256_250000.safetensors.sha256"]
+
+
+@pytest.mark.parametrize("fake, words", [
+    (FakeGdown("x.pt", b"<html>Google Drive - Quota exceeded</html>"), "not a usable checkpoint"),
+    (FakeGdown("x.pt", error=RuntimeError("Too many users have viewed or downloaded this file recently.\nTry later")),
+     "Too many users have viewed or downloaded this file recently. Try later"),
+])
+def test_drive_quota_pages_are_one_line_and_leave_nothing(monkeypatch, tmp_path, fake, words):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gdown", fake)
+    result = run("download", "drive:1abcdefghijklmnop", "--to", tmp_path / "m")
+    assert result.exit_code == 1 and words in error_line(result)
+    assert files_in(tmp_path / "m") == [] and list((tmp_path / "m").iterdir()) == []
+
+
+def test_the_papers_drive_models_name_their_file_ids():
+    result = run("download", "celeba256")
+    assert result.exit_code == 2
+    assert "1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX" in error_line(result) and "celeba256_250000.pt" in error_line(result)

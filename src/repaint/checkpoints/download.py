@@ -365,20 +365,28 @@ def fetch_drive(file_id: str, folder: Path, *, sha256: str | None = None) -> Pat
     folder = Path(folder)
     staging = folder / f".drive-{file_id}"
     staging.mkdir(parents=True, exist_ok=True)
-    with _lock(staging):
-        try:
-            got = gdown.download(id=file_id, output=str(staging) + os.sep, quiet=False, resume=True)
-        except Exception as error:  # gdown raises its own errors and requests' for quota pages, permissions, network
-            raise DownloadError(f"drive:{file_id}: {' '.join(str(error).split())[:300]}") from None
-        if not got:
-            raise DownloadError(f"drive:{file_id}: gdown fetched nothing (a quota or permission page?)")
-        dest = folder / Path(got).name
-        digest = _verify(f"drive:{file_id}", Path(got), sha256 or recorded_hash(dest), None, check_checkpoint)
-        os.replace(got, dest)
-        shutil.rmtree(staging, ignore_errors=True)
-        from ..files import atomic_write
+    try:
+        with _lock(staging):
+            dest = _drive_to(gdown, file_id, staging, folder, sha256)
+    finally:  # a partial file stays in the staging folder for gdown to resume; an empty one goes
+        with suppress(OSError):
+            staging.rmdir()
+    return dest
 
-        atomic_write(dest.with_name(dest.name + ".sha256"), f"{digest}  {dest.name}\n")
+
+def _drive_to(gdown, file_id: str, staging: Path, folder: Path, sha256: str | None) -> Path:
+    try:
+        got = gdown.download(id=file_id, output=str(staging) + os.sep, quiet=False, resume=True)
+    except Exception as error:  # gdown raises its own errors and requests' for quota pages, permissions, network
+        raise DownloadError(f"drive:{file_id}: {' '.join(str(error).split())[:300]}") from None
+    if not got:
+        raise DownloadError(f"drive:{file_id}: gdown fetched nothing (a quota or permission page?)")
+    dest = folder / Path(got).name
+    digest = _verify(f"drive:{file_id}", Path(got), sha256 or recorded_hash(dest), None, check_checkpoint)
+    os.replace(got, dest)
+    from ..files import atomic_write
+
+    atomic_write(dest.with_name(dest.name + ".sha256"), f"{digest}  {dest.name}\n")
     return dest
 
 
