@@ -285,6 +285,7 @@ def test_ctrl_c_exits_130_and_keeps_the_partial_file(server, tiny, tmp_path, mon
     monkeypatch.setattr(dl, "_write", interrupted)
     result = run("download", f"{server.url}/tiny.safetensors", "--to", tmp_path)
     assert result.exit_code == 130 and real_write
+    assert "10 bytes kept in" in result.stderr and "repaint: interrupted" in result.stderr
     assert files_in(tmp_path) == [dl.partial_path(tmp_path / "tiny.safetensors").name]
 
 

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -220,6 +221,11 @@ def _transfer(url: str, part: Path, retries: int, progress: bool) -> None:
     for attempt in range(retries + 1):
         try:
             return _get(url, part, progress)
+        except KeyboardInterrupt:
+            if part.exists():
+                warnings.warn(f"{part.stat().st_size:,} bytes kept in {part}; run the same command again to resume",
+                              stacklevel=2)
+            raise
         except httpx.TransportError as error:
             reason = " ".join(str(error).split()) or type(error).__name__
             if attempt < retries:
