@@ -111,7 +111,8 @@ class InpaintResult:
 
 def load_inpainter(model: str | os.PathLike = "default", *, classifier: str | None = None, device: str = "auto",
                    preset: str | None = None, accel=None, unet_config: dict | None = None) -> Inpainter:
-    """Load a model by preset name, file path, diffusers folder or "default" (the bundled face model) onto
+    """Load a model by name (``repaint models``; fetched on first use unless REPAINT_OFFLINE / HF_HUB_OFFLINE),
+    ``hf:ORG/NAME[@REVISION]``, file path, diffusers folder or "default" (the bundled face model) onto
     ``device`` ("auto" = CUDA when available); ``unet_config`` sets architecture fields a checkpoint does not
     determine (see :meth:`repaint.inpainter.Inpainter.load`)."""
     from .accel import Accel, resolve_device

@@ -82,7 +82,8 @@ class Inpainter:
         unet_config: Mapping[str, Any] | None = None,
         classifier_preset: str | Preset | None = None,
     ) -> "Inpainter":
-        """Load by preset name, file path, diffusers folder or "default" (the bundled face model), as
+        """Load by model name, ``hf:ORG/NAME[@REVISION]``, file path, diffusers folder or "default" (the bundled face
+        model), as
         :func:`repaint.checkpoints.load_denoiser` does, and the classifier for guidance if one is named."""
         device = torch.device(device)
         unet, config, trained = load_denoiser(model, preset=preset, unet_config=unet_config)

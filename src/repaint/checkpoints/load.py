@@ -19,10 +19,10 @@ from .formats import (
 )
 from .infer import apply_overrides, detect_kind, guessed_settings, infer_classifier_config, infer_unet_config
 from ..home import home_dir
-from .presets import PRESETS, Preset, get_preset
+from .presets import PRESETS, Preset, closest, get_preset
 
 __all__ = ["load_denoiser", "load_classifier", "load_checkpoint", "resolve_checkpoint", "default_model_path",
-           "CHECKPOINT_DIRS_ENV"]
+           "search_dirs", "CHECKPOINT_DIRS_ENV"]
 
 CHECKPOINT_DIRS_ENV = "REPAINT_CHECKPOINTS"
 
@@ -102,33 +102,44 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parents[1] / "weights" / "face64.safetensors"
 
 
-def _search_dirs() -> list[Path]:
+def search_dirs() -> list[Path]:
+    """Where a known model's file is looked for, in order: ``$REPAINT_CHECKPOINTS``, the current folder,
+    ./data/pretrained (RePaint's download.sh puts them there), the repaint cache and its ``models/`` folder (where
+    ``repaint download`` puts them)."""
+    from .download import models_dir
+
     dirs = [Path(p) for p in os.environ.get(CHECKPOINT_DIRS_ENV, "").split(os.pathsep) if p]
-    return dirs + [Path.cwd(), Path.cwd() / "data" / "pretrained", home_dir()]
+    return dirs + [Path.cwd(), Path.cwd() / "data" / "pretrained", home_dir(), models_dir()]
 
 
 def resolve_checkpoint(name_or_path: str) -> tuple[Path, str | None]:
-    """(file or diffusers folder, preset name or None) for "default", a preset name or a path; one-line error if not
-    found."""
+    """(file or diffusers folder, preset name or None) for "default", a model name of :data:`PRESETS`, an
+    ``hf:ORG/NAME[@REVISION]`` Hub model or a path; one-line error if not found.
+
+    A known model that is on no search folder (:func:`search_dirs`) is downloaded now, with a progress bar, unless
+    ``REPAINT_OFFLINE`` / ``HF_HUB_OFFLINE`` is set (then the error names the command that fetches it).
+    """
+    from . import download
+
     if name_or_path == "default":
         path = default_model_path()
         if not path.exists():
             raise CheckpointError(f"the bundled model {path} is missing from this installation")
         return path, None
+    if name_or_path.startswith("hf:"):
+        return download.fetch_hub(name_or_path), None
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path, None
     if name_or_path in PRESETS:
         preset = get_preset(name_or_path)
-        for folder in _search_dirs():
-            if (folder / preset.filename).exists():
-                return folder / preset.filename, preset.name
-        raise CheckpointError(
-            f"preset {preset.name!r} needs {preset.filename} (published at: {preset.published}); put it in the "
-            f"current folder, ./data/pretrained or a folder named in ${CHECKPOINT_DIRS_ENV}"
-        )
+        if preset.kind == "diffusers":
+            return download.fetch_hub(preset.source), None
+        found = download.find_on_disk(preset, search_dirs())
+        return (found or download.fetch_on_first_use(preset)), preset.name
     raise CheckpointError(
-        f"no checkpoint file {name_or_path!r} and no preset of that name (presets: {', '.join(PRESETS)})"
+        f"no checkpoint file {name_or_path!r} and no model of that name{closest(name_or_path)} (`repaint models` "
+        "lists them; hf:ORG/NAME names a Hub model)"
     )
 
 
@@ -137,7 +148,8 @@ def load_denoiser(
 ) -> tuple[nn.Module, Any, DiffusionSettings]:
     """The one way a denoiser is loaded: (network on the CPU, its config, the diffusion it was trained with).
 
-    ``model`` is a preset name ("default" is the bundled face model), a checkpoint file or a diffusers folder.
+    ``model`` is a model name ("default" is the bundled face model; a known model not on disk is downloaded on first
+    use), ``hf:ORG/NAME[@REVISION]`` (a Hub DDPM), a checkpoint file or a diffusers folder.
     ``preset`` forces a preset's architecture on a checkpoint file. ``unet_config`` sets UNetConfig fields a
     checkpoint file does not determine (the attention-head settings of an inferred architecture, see
     :func:`load_checkpoint`); they win over a config file beside it. Diffusers folders carry their own config

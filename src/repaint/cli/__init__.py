@@ -14,6 +14,7 @@ from ..study.cli import study
 from .common import one_line
 from .evaluate import ablate, evaluate_command
 from .inpaint import inpaint
+from .models import download, models
 from .serve import serve
 from .tools import masks, presets, schedule, validate
 from .train import export, train
@@ -59,7 +60,7 @@ def cli() -> None:
     """RePaint: fill the black region of a mask in an image with a denoising diffusion model."""
 
 
-for _command in (inpaint, schedule, presets, masks, validate, train, export, ablate, study, serve):
+for _command in (inpaint, models, download, schedule, presets, masks, validate, train, export, ablate, study, serve):
     cli.add_command(_command)
 cli.add_command(evaluate_command, "eval")
 

@@ -28,7 +28,8 @@ def _common(command):
     options = [
         click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path)),
         click.option("--model", default="default", show_default=True,
-                     help="Preset name, checkpoint file, diffusers folder or default."),
+                     help="A name of `repaint models` (fetched on first use), hf:ORG/NAME[@REVISION], a checkpoint "
+                          "file, a diffusers folder or default."),
         click.option("--classifier", default=None, help="Noisy-image classifier for guidance."),
         click.option("--masks", "masks", multiple=True, default=("wide",), show_default=True,
                      help="Mask kind (wide, narrow, super_resolve_2x, every_second_line, half, expand, all) or a "

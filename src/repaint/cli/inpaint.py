@@ -39,7 +39,8 @@ Examples:
 @click.argument("image", required=False, type=click.Path(path_type=Path))
 @click.argument("mask", required=False, type=click.Path(path_type=Path))
 @click.option("--model", default="default", show_default=True,
-              help='Checkpoint: "default" (the bundled 64x64 face model), a preset name, a file or a diffusers folder.')
+              help='Model: "default" (the bundled 64x64 face model), a name of `repaint models` (fetched on first '
+                   'use), hf:ORG/NAME[@REVISION], a checkpoint file or a diffusers folder.')
 @click.option("--preset", default=None, help="Force the architecture of a preset for a checkpoint file.")
 @unet_config_option
 @schedule_options

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import click
 
@@ -27,9 +26,10 @@ HTTP API (see the README):
               help="Address to bind. The default serves this machine only; 0.0.0.0 exposes it to the network.")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to bind.")
 @click.option("--share", is_flag=True, help="Also ask Gradio for a public share link (off unless given).")
-@click.option("--model", "models", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A checkpoint file to offer besides the bundled model and the presets found on disk "
-                   "(repeatable). Clients choose models by name only.")
+@click.option("--model", "models", multiple=True, metavar="NAME|FILE|hf:ORG/NAME",
+              help="A model to offer besides the bundled model and the models found on disk: a checkpoint file, a "
+                   "name of `repaint models` or a Hub model, fetched at start if need be (repeatable). Clients "
+                   "choose models by name only.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--max-queue", type=click.IntRange(min=0), default=4, show_default=True,
               help="Runs that may wait while one runs; beyond that clients get a busy answer.")
@@ -42,7 +42,7 @@ HTTP API (see the README):
 @click.option("--max-calls", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Most network calls per request (all samples and windows).")
 @handles_errors
-def serve(host: str, port: int, share: bool, models: tuple[Path, ...], device: str, max_queue: int,
+def serve(host: str, port: int, share: bool, models: tuple[str, ...], device: str, max_queue: int,
           max_upload_mb: float, max_pixels: int, max_samples: int, max_calls: int) -> None:
     """Start the web app (paint the hole, watch it fill) and the HTTP API at http://HOST:PORT."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -64,7 +64,9 @@ def serve(host: str, port: int, share: bool, models: tuple[Path, ...], device: s
         from ..web.server import build_server
     except ImportError as err:
         raise click.ClickException(f"the web app needs the web extra: pip install 'repaint[web]' ({err})") from None
-    named = [name for name, source in menu.items() if source != "default" and source not in PRESETS]
+    given = set(models)
+    named = [name for name, source in menu.items()
+             if source != "default" and (source not in PRESETS or source in given)]  # loaded (or fetched) now
     app = build_server(menu, device=device, limits=limits, preload=named)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     click.echo(f"repaint: models {', '.join(menu)} on {device}; open http://{host}:{port} (HTTP API: "

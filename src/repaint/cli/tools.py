@@ -69,7 +69,8 @@ def _plot_schedule(times: list[int], path: Path, params: dict) -> None:
 
 @click.command()
 def presets() -> None:
-    """List the official checkpoints known by name, their files and where they are published."""
+    """List the models known by name, their files and where they are published (`repaint models` adds sizes,
+    licences, default runs and what is on disk)."""
     for p in PRESETS.values():
         click.echo(f"{p.name:24s} {p.kind:10s} {p.filename:28s} {p.description}")
         click.echo(f"{'':24s} published: {p.published}")

@@ -175,7 +175,9 @@ def build_app(runner: Runner, out_dir: Path | None = None):
                                         type="filepath", elem_id="mask-file")
                     invert = gr.Checkbox(label="Invert (the mask uses white for the hole)", value=False)
             with gr.Column(scale=2):
-                model = gr.Dropdown(runner.menu.names, value=runner.menu.names[0], label="Model", elem_id="model")
+                described = runner.menu.descriptions
+                model = gr.Dropdown([(f"{name}: {line}", name) for name, line in described.items()],
+                                    value=runner.menu.names[0], label="Model", elem_id="model")
                 sampler = gr.Dropdown(list(SAMPLER_CHOICES), value="recommended", label="Sampler", elem_id="sampler",
                                       info="recommended = the model's own (lanpaint for the bundled face model)")
                 schedule = gr.Radio(list(SCHEDULE_CHOICES), value="recommended", label="Schedule", elem_id="schedule",

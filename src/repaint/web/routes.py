@@ -64,7 +64,8 @@ def api_router(runner: Runner) -> APIRouter:
 
     @router.get("/models")
     def models() -> dict:
-        return {"models": runner.menu.names, "samplers": list(SAMPLER_CHOICES), "schedules": list(SCHEDULE_CHOICES),
+        return {"models": runner.menu.names, "descriptions": runner.menu.descriptions,
+                "samplers": list(SAMPLER_CHOICES), "schedules": list(SCHEDULE_CHOICES),
                 "max_samples": limits.max_samples, "max_pixels": limits.max_pixels,
                 "max_upload_bytes": limits.max_upload_bytes}
 
