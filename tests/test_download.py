@@ -38,6 +38,10 @@ class Files(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    def handle_error(self, request, client_address):
+        """A client that hangs up (as the refusing downloader does) is expected here, not a fault to print: printed,
+        it would land in the output of the command under test."""
+
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
