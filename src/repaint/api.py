@@ -7,6 +7,9 @@ so the rules below hold everywhere:
   (:mod:`repaint.windows`). Only the hole's pixels are written into a copy of the photo: every pixel outside the
   hole is the original byte, bit for bit (the one exception: ``paste_known=False`` at fit ``none`` returns the
   model's raw output, as the reference does).
+* **Classical fills** (samplers ``biharmonic``, ``telea``, ``ns``: table rows with a ``fill``, no model) take the
+  same path: their plan is fit ``"native"`` (the whole photo at its own resolution, zero network calls), the fill
+  runs on the full-size photo, and its hole pixels are pasted like a model's. Front ends need no case of their own.
 * **Masks** are boolean arrays of the photo's size, True = keep (white in mask files), False = fill. A mask of
   another size is an error in every mode.
 * **Seeds**: sample ``k`` of a photo uses ``seeds[k]`` for every window (each window and seed its own
@@ -31,10 +34,10 @@ from .files import png_writer, write_group
 from .images import ImageError, OutputDirs, read_rgb, to_uint8
 from .masks import MaskError, read_keep_mask
 from .inpainter import Inpainter
-from .samplers import network_calls
+from .samplers import entry, network_calls
 from .samplers.common import Step
 from .settings import SamplerSettings
-from .windows import FIT_STRATEGIES, Plan, Window, paste, plan_windows, window_view
+from .windows import FIT_STRATEGIES, Plan, Window, native_plan, native_view, paste, plan_windows, window_view
 
 __all__ = [
     "FIT_STRATEGIES",
@@ -191,7 +194,7 @@ class _Job:
     k: int            # index into the photo's seeds
 
 
-def _prepare(request: InpaintRequest, size: int, fit: str) -> _Photo:
+def _prepare(request: InpaintRequest, size: int, fit: str, native: bool = False) -> _Photo:
     image = _as_image(request.image)
     mask = _as_mask(request.mask, image, request.name)
     request.image, request.mask = image, mask
@@ -199,9 +202,9 @@ def _prepare(request: InpaintRequest, size: int, fit: str) -> _Photo:
     request.seeds = seeds
     if request.labels is not None and len(request.labels) != len(seeds):
         raise ValueError(f"{len(request.labels)} class labels for {len(seeds)} seeds of {request.name}")
-    layout = plan_windows(mask, size, fit)
+    layout = native_plan(mask, fit) if native else plan_windows(mask, size, fit)
     concrete, windows = layout.fit, list(layout.windows)
-    views = [window_view(image, mask, w, size) for w in windows]
+    views = [native_view(image, mask)] if native else [window_view(image, mask, w, size) for w in windows]
     return _Photo(request, concrete, windows, [g for g, _ in views], [m for _, m in views],
                   {s: [None] * len(windows) for s in seeds}, len(windows) * len(seeds))
 
@@ -209,7 +212,9 @@ def _prepare(request: InpaintRequest, size: int, fit: str) -> _Photo:
 def plan(inpainter: Inpainter, mask: np.ndarray, fit: str = "auto", settings: SamplerSettings | None = None, *,
          n_samples: int = 1, batch_size: int | None = None) -> Plan:
     """What :func:`inpaint` will do with a keep-mask on this model, before anything is sampled: the concrete fit, the
-    windows and (given ``settings``) the network calls."""
+    windows and (given ``settings``) the network calls. A classical fill's plan is fit "native", zero calls."""
+    if settings is not None and entry(settings.sampler).fill is not None:
+        return native_plan(mask, fit, n_samples=n_samples, batch_size=batch_size)
     per_batch = 0 if settings is None else network_calls(settings, inpainter.diffusion(settings).num_timesteps)
     return plan_windows(mask, inpainter.image_size, fit, n_samples=n_samples, batch_size=batch_size,
                         calls_per_batch=per_batch)
@@ -243,6 +248,7 @@ def inpaint_stream(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     size = inpainter.image_size
+    fill = entry(settings.sampler).fill
     queue: list[_Job] = []
     done_calls = 0
     source = iter(requests)
@@ -254,7 +260,7 @@ def inpaint_stream(
                 exhausted = True
                 break
             try:
-                photo = request if isinstance(request, _Photo) else _prepare(request, size, fit)
+                photo = request if isinstance(request, _Photo) else _prepare(request, size, fit, fill is not None)
             except ValueError as err:
                 if on_error is None:
                     raise
@@ -264,7 +270,10 @@ def inpaint_stream(
         if not queue:
             return
         batch, queue = queue[:batch_size], queue[batch_size:]
-        done_calls = _run_batch(inpainter, batch, settings, classifier_scale, callback, done_calls, total)
+        if fill is not None:
+            _run_fill(batch, fill)
+        else:
+            done_calls = _run_batch(inpainter, batch, settings, classifier_scale, callback, done_calls, total)
         for photo in dict.fromkeys(job.photo for job in batch):
             if photo.pending == 0:
                 yield _finish(photo, raw=not settings.paste_known)
@@ -294,6 +303,15 @@ def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callbac
         job.photo.samples[job.photo.request.seeds[job.k]][job.window] = out[b]
         job.photo.pending -= 1
     return calls
+
+
+def _run_fill(batch: list[_Job], fill) -> None:
+    """A classical fill of each job's whole photo (the same for every seed: it draws no noise)."""
+    for job in batch:
+        request = job.photo.request
+        filled = fill(request.image, request.mask)
+        job.photo.samples[request.seeds[job.k]][job.window] = native_view(filled, request.mask)[0]
+        job.photo.pending -= 1
 
 
 def _finish(photo: _Photo, raw: bool) -> InpaintResult:
@@ -332,7 +350,8 @@ def inpaint(
     Returns the full-size samples, one per seed (module docstring for the fit strategies). ``callback`` gets a
     :class:`Progress` after every network call; raising :class:`Cancelled` there stops the run.
     """
-    photo = _prepare(InpaintRequest(image, mask, seeds, name, labels), inpainter.image_size, fit)
+    photo = _prepare(InpaintRequest(image, mask, seeds, name, labels), inpainter.image_size, fit,
+                     entry(settings.sampler).fill is not None)
     layout = plan(inpainter, photo.request.mask, fit, settings, n_samples=len(photo.request.seeds),
                   batch_size=batch_size)
     results = list(inpaint_stream(inpainter, [photo], settings, fit=fit, batch_size=layout.batch_size,

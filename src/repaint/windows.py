@@ -12,6 +12,10 @@ The fit strategies (``fit=``) bring a photo to the model's square size ``s`` and
 - ``"none"``: the photo must already be ``s`` x ``s``.
 - ``"auto"``: ``none`` at the model's size, ``crop`` when both sides are at least ``s``, ``resize`` otherwise.
 
+A sampler without a model (a classical fill, :mod:`repaint.samplers.classical`) gets the concrete fit ``"native"``
+whatever was asked (:func:`native_plan`): one window, the whole photo at its own resolution, no scaling either way,
+no network call.
+
 Only the hole's pixels are written into a copy of the photo: every pixel outside the hole is the original byte,
 bit for bit (the one exception: ``paste_known=False`` at fit ``none`` returns the model's raw output, as the
 reference does). Every hole pixel inside a window is unknown to the model there, whichever region it belongs to.
@@ -33,10 +37,11 @@ import torch.nn.functional as F
 
 from .images import ImageError
 
-__all__ = ["FIT_STRATEGIES", "Window", "Plan", "plan_windows", "resolve_fit", "crop_windows", "windows_for",
-           "window_view", "paste"]
+__all__ = ["FIT_STRATEGIES", "NATIVE", "Window", "Plan", "plan_windows", "native_plan", "native_view", "resolve_fit",
+           "crop_windows", "windows_for", "window_view", "paste"]
 
 FIT_STRATEGIES = ("auto", "crop", "resize", "none")
+NATIVE = "native"   # the concrete fit of a classical fill: the whole photo at its own size, no model
 DEFAULT_BATCH = 8   # (window, sample) jobs per network call unless told otherwise
 
 
@@ -89,6 +94,17 @@ def plan_windows(mask: np.ndarray, size: int, fit: str = "auto", *, n_samples: i
     if batch < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch}")
     return Plan(concrete, windows, n_samples, batch, calls_per_batch)
+
+
+def native_plan(mask: np.ndarray, fit: str = "auto", *, n_samples: int = 1, batch_size: int | None = None) -> Plan:
+    """The :class:`Plan` of a sampler without a model: fit ``"native"``, one window covering the photo, zero calls.
+    ``fit`` is checked as a name only (a classical fill needs no size match)."""
+    if fit not in FIT_STRATEGIES:
+        raise ValueError(f"fit must be one of {', '.join(FIT_STRATEGIES)}, got {fit!r}")
+    batch = batch_size or min(n_samples, DEFAULT_BATCH)
+    if batch < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch}")
+    return Plan(NATIVE, (Window(0, 0, *mask.shape),), n_samples, batch, 0)
 
 
 def resolve_fit(fit: str, height: int, width: int, size: int) -> str:
@@ -196,6 +212,12 @@ def window_view(image: np.ndarray, mask: np.ndarray, w: Window, size: int) -> tu
     if keep.shape[-2:] != (size, size):
         keep = (F.adaptive_avg_pool2d(keep[None], (size, size))[0] > 1 - 1e-6).float()
     return gt, keep
+
+
+def native_view(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole photo unscaled, as :func:`window_view` gives a window: gt [3, H, W] in [-1, 1], keep [1, H, W]."""
+    gt = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1
+    return gt, torch.from_numpy(mask).float()[None]
 
 
 def paste(target: np.ndarray, mask: np.ndarray, w: Window, sample: torch.Tensor) -> None:
