@@ -52,6 +52,7 @@ __all__ = [
     "read_mask",
     "plan",
     "planned_calls",
+    "model_note",
     "inpaint",
     "inpaint_stream",
     "write_result",
@@ -218,6 +219,15 @@ def plan(inpainter: Inpainter, mask: np.ndarray, fit: str = "auto", settings: Sa
     per_batch = 0 if settings is None else network_calls(settings, inpainter.diffusion(settings).num_timesteps)
     return plan_windows(mask, inpainter.image_size, fit, n_samples=n_samples, batch_size=batch_size,
                         calls_per_batch=per_batch)
+
+
+def model_note(inpainter: Inpainter, image_shape: Sequence[int], settings: SamplerSettings | None = None) -> str | None:
+    """The line every front end shows with a photo's plan when the model does not know such photos (the bundled
+    64x64 face model on anything but a 64x64 input, :meth:`Inpainter.note_for`); None when it does, or when a
+    classical fill runs without the model."""
+    if settings is not None and entry(settings.sampler).fill is not None:
+        return None
+    return inpainter.note_for(int(image_shape[0]), int(image_shape[1]))
 
 
 def planned_calls(inpainter: Inpainter, settings: SamplerSettings, mask: np.ndarray, *, fit: str = "auto",

@@ -12,7 +12,7 @@ import torch
 
 from ..accel import PRECISIONS, Accel, execution_summary
 from ..api import (
-    FIT_STRATEGIES, InpaintRequest, inpaint_stream, plan, read_image, read_mask, write_result,
+    FIT_STRATEGIES, InpaintRequest, inpaint_stream, model_note, plan, read_image, read_mask, write_result,
 )
 from ..files import ensure_writable
 from ..images import OutputDirs, save_image
@@ -128,6 +128,7 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     click.echo(f"model: {model if conf is None or 'model' in explicit else conf.model_path} "
                f"({inpainter.image_size}x{inpainter.image_size}"
                f"{', class-conditional' if inpainter.num_classes else ''}) on {inpainter.device}")
+    click.echo(f"trained on: {inpainter.description}")
     click.echo(f"sampler: {describe(settings)} -> {per_batch} network calls per batch")
     click.echo(f"network: {execution_summary(inpainter.accel, inpainter.device)}")
     for pairs, dirs, conf_batch in groups:
@@ -164,6 +165,9 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
             bar.total = (bar.total or 0) + layout.calls
             echo(f"{image_path.name}: {photo.shape[1]}x{photo.shape[0]}, fit {layout.fit}, "
                  f"{len(layout.windows)} window(s), {layout.calls} network calls")
+            note = model_note(inpainter, photo.shape, settings)
+            if note is not None:
+                echo(note)
             yield InpaintRequest(photo, keep, seeds, name, labels, tag=image_path)
 
     batch_size = batch_size or 8

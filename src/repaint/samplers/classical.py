@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import Sampler, as_batch_mask
+from .common import Sampler, as_batch_mask, check_options
 
 __all__ = ["BIHARMONIC", "TELEA", "NS", "RADIUS", "biharmonic_fill", "telea_fill", "ns_fill", "classical_run"]
 
@@ -66,20 +66,30 @@ def ns_fill(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def classical_run(fill):
-    """The sampler-contract function of a fill: gt [B, 3, H, W] in [-1, 1] and mask (1 = keep) in, each image
-    filled on its own at 8 bits, [B, 3, H, W] in [-1, 1] out. Model, diffusion, generators and callback are unused."""
+    """The sampler-contract function of a fill: gt [B, C, H, W] in [-1, 1] and mask (1 = keep) in, each image
+    filled on its own at 8 bits (a C other than 3 one channel at a time: the fills treat channels independently),
+    [B, C, H, W] in [-1, 1] out. Model, diffusion, generators and callback are unused; options are refused."""
 
     def run(model, diffusion, gt, mask, *, settings=None, generators=None, cond_fn=None, callback=None):
-        keep = as_batch_mask(mask, gt)[:, 0] > 0.5
-        pixels = ((gt.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        out = [torch.from_numpy(fill(np.ascontiguousarray(p.permute(1, 2, 0).numpy()), k.cpu().numpy()))
-               for p, k in zip(pixels, keep)]
-        return (torch.stack(out).permute(0, 3, 1, 2).float() / 127.5 - 1).to(gt.device, gt.dtype)
+        if settings is not None:
+            check_options(settings, {})
+        keep = (as_batch_mask(mask, gt)[:, 0] > 0.5).cpu().numpy()
+        pixels = ((gt.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        out = np.stack([_fill_channels(fill, p, k) for p, k in zip(pixels, keep)])
+        return (torch.from_numpy(out).float() / 127.5 - 1).to(gt.device, gt.dtype)
 
     return run
 
 
+def _fill_channels(fill, pixels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """uint8 [C, H, W] filled where ``keep`` is False."""
+    if pixels.shape[0] == 3:
+        return fill(np.ascontiguousarray(pixels.transpose(1, 2, 0)), keep).transpose(2, 0, 1)
+    return np.stack([fill(np.ascontiguousarray(np.repeat(c[..., None], 3, axis=2)), keep)[..., 0] for c in pixels])
+
+
 def _no_calls(settings, num_timesteps: int) -> int:
+    check_options(settings, {})
     return 0
 
 
