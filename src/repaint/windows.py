@@ -216,8 +216,8 @@ def window_view(image: np.ndarray, mask: np.ndarray, w: Window, size: int) -> tu
 
 def native_view(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole photo unscaled, as :func:`window_view` gives a window: gt [3, H, W] in [-1, 1], keep [1, H, W]."""
-    gt = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1
-    return gt, torch.from_numpy(mask).float()[None]
+    gt = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1   # a copy: inputs may be read-only
+    return gt, torch.from_numpy(np.array(mask)).float()[None]
 
 
 def paste(target: np.ndarray, mask: np.ndarray, w: Window, sample: torch.Tensor) -> None:
