@@ -73,3 +73,9 @@ def test_the_web_runner_carries_the_same_line():
     assert out.note == runner.note(photo.shape, opts) == runner.menu.get("default").note_for(80, 96)
     assert out.about == runner.about("default")
     assert runner.note(photo.shape, RunOptions("default", "ns")) is None
+
+
+def test_repaint_models_lists_what_each_model_was_trained_on():
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0
+    assert all(preset.description in result.output for preset in PRESETS.values())

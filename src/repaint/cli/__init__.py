@@ -25,9 +25,10 @@ class _Group(click.Group):
     """The ``repaint`` group, run the way the ``repaint`` program runs it (also under click's test runner):
     click's own usage errors (a missing argument, a value out of range) are one line ``repaint: error: ...`` with
     exit status 2 like the library's, and Ctrl-C exits 130 (128 + SIGINT) with one line. ``evaluate`` is accepted as
-    another name of ``eval`` without being listed twice in ``repaint --help``."""
+    another name of ``eval``, and ``models`` of ``presets`` (the name the "what the model knows" line points to),
+    without being listed twice in ``repaint --help``."""
 
-    aliases = {"evaluate": "eval"}
+    aliases = {"evaluate": "eval", "models": "presets"}
 
     def get_command(self, ctx, cmd_name):
         return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
