@@ -186,6 +186,7 @@ class _Photo:
     masks: list[torch.Tensor]
     samples: dict[int, list[torch.Tensor | None]]
     pending: int
+    phases: tuple[tuple[int, ...], ...] = ()   # fit "tile": run phase by phase (_run_tiled), never queued
 
 
 @dataclass
@@ -205,6 +206,8 @@ def _prepare(request: InpaintRequest, size: int, fit: str, native: bool = False)
         raise ValueError(f"{len(request.labels)} class labels for {len(seeds)} seeds of {request.name}")
     layout = native_plan(mask, fit) if native else plan_windows(mask, size, fit)
     concrete, windows = layout.fit, list(layout.windows)
+    if layout.phases:   # tile views depend on the phases before them: made as the phases run
+        return _Photo(request, concrete, windows, [], [], {}, 0, layout.phases)
     views = [native_view(image, mask)] if native else [window_view(image, mask, w, size) for w in windows]
     return _Photo(request, concrete, windows, [g for g, _ in views], [m for _, m in views],
                   {s: [None] * len(windows) for s in seeds}, len(windows) * len(seeds))
@@ -276,6 +279,11 @@ def inpaint_stream(
                     raise
                 on_error(request, err)
                 continue
+            if photo.phases:
+                result, done_calls = _run_tiled(inpainter, photo, settings, batch_size, classifier_scale, callback,
+                                                done_calls, total)
+                yield result
+                continue
             queue += [_Job(photo, w, k) for w in range(len(photo.windows)) for k in range(len(photo.request.seeds))]
         if not queue:
             return
@@ -313,6 +321,42 @@ def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callbac
         job.photo.samples[job.photo.request.seeds[job.k]][job.window] = out[b]
         job.photo.pending -= 1
     return calls
+
+
+def _run_tiled(inpainter, photo: _Photo, settings, batch_size, classifier_scale, callback, done_calls, total):
+    """Fit "tile": each phase's tiles (no two overlapping) in batches; a tile's view is the photo as filled so far,
+    with the pixels of earlier tiles known. Returns the finished result and the run's call count."""
+    request, size = photo.request, inpainter.image_size
+    seeds = list(request.seeds)
+    work = {seed: request.image.copy() for seed in seeds}
+    known = {seed: request.mask.copy() for seed in seeds}
+    calls = done_calls
+    for phase in photo.phases:
+        jobs = [(w, k) for w in phase for k in range(len(seeds))]
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            views = [window_view(work[seeds[k]], known[seeds[k]], photo.windows[w], size) for w, k in chunk]
+            rows = [(request.name, w, seeds[k]) for w, k in chunk]
+            labels = None if request.labels is None else [request.labels[k] for _, k in chunk]
+            base = calls
+
+            def on_step(step: Step, base=base, rows=rows, first=chunk[0][0]) -> None:
+                nonlocal calls
+                if step.kind == "reverse":
+                    calls = base + step.calls
+                    if callback is not None:
+                        callback(Progress(calls, total, first, len(photo.windows), [r[2] for r in rows],
+                                          step.pred_xstart, rows))
+
+            out = inpainter(torch.stack([g for g, _ in views]), torch.stack([m for _, m in views]),
+                            [seeds[k] for _, k in chunk], settings, labels=labels,
+                            classifier_scale=classifier_scale, callback=on_step).cpu()
+            for (w, k), sample in zip(chunk, out):
+                tile, seed = photo.windows[w], seeds[k]
+                paste(work[seed], known[seed], tile, sample)          # writes only pixels still unknown
+                known[seed][tile.top:tile.top + tile.height, tile.left:tile.left + tile.width] = True
+    result = InpaintResult(request.name, request.image, request.mask, work, photo.windows, photo.fit, tag=request.tag)
+    return result, calls
 
 
 def _run_fill(batch: list[_Job], fill) -> None:

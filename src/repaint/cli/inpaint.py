@@ -63,7 +63,8 @@ def output_name(path: Path) -> str:
 @click.option("--invert-mask", is_flag=True, help="The mask file uses white for the region to fill.")
 @click.option("--fit", type=click.Choice(FIT_STRATEGIES), default="auto", show_default=True,
               help="How a photo meets the model's size: crop = a window around each hole (auto when the photo is "
-                   "larger), resize = the whole photo, none = sizes must match. Only hole pixels are replaced.")
+                   "larger), resize = the whole photo, none = sizes must match, tile = model-sized tiles at the "
+                   "photo's own resolution, phase by phase. Only hole pixels are replaced.")
 @click.option("--injection", type=click.Choice(INJECTION_MODES), default="reference", show_default=True,
               help="How the known region is joined: as the reference code, or as the paper's Alg. 1.")
 @click.option("--no-paste", is_flag=True, help="Do not paste the exact known pixels at model size (as the reference).")
@@ -164,7 +165,9 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
             layout = plan(inpainter, keep, opts["fit"], settings, n_samples=len(seeds), batch_size=batch_size)
             bar.total = (bar.total or 0) + layout.calls
             echo(f"{image_path.name}: {photo.shape[1]}x{photo.shape[0]}, fit {layout.fit}, "
-                 f"{len(layout.windows)} window(s), {layout.calls} network calls")
+                 f"{len(layout.windows)} window(s)"
+                 + (f" in {len(layout.phases)} phase(s), {layout.batches} batch(es)" if layout.phases else "")
+                 + f", {layout.calls} network calls")
             note = model_note(inpainter, photo.shape, settings)
             if note is not None:
                 echo(note)
