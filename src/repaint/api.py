@@ -7,6 +7,9 @@ so the rules below hold everywhere:
   (:mod:`repaint.windows`). Only the hole's pixels are written into a copy of the photo: every pixel outside the
   hole is the original byte, bit for bit (the one exception: ``paste_known=False`` at fit ``none`` returns the
   model's raw output, as the reference does).
+* **Classical fills** (samplers ``biharmonic``, ``telea``, ``ns``: table rows with a ``fill``, no model) take the
+  same path: their plan is fit ``"native"`` (the whole photo at its own resolution, zero network calls), the fill
+  runs on the full-size photo, and its hole pixels are pasted like a model's. Front ends need no case of their own.
 * **Masks** are boolean arrays of the photo's size, True = keep (white in mask files), False = fill. A mask of
   another size is an error in every mode.
 * **Seeds**: sample ``k`` of a photo uses ``seeds[k]`` for every window (each window and seed its own
@@ -31,10 +34,10 @@ from .files import png_writer, write_group
 from .images import ImageError, OutputDirs, read_rgb, to_uint8
 from .masks import MaskError, read_keep_mask
 from .inpainter import Inpainter
-from .samplers import network_calls
+from .samplers import entry, network_calls
 from .samplers.common import Step
 from .settings import SamplerSettings
-from .windows import FIT_STRATEGIES, Plan, Window, paste, plan_windows, window_view
+from .windows import FIT_STRATEGIES, Plan, Window, native_plan, native_view, paste, plan_windows, window_view
 
 __all__ = [
     "FIT_STRATEGIES",
@@ -49,6 +52,7 @@ __all__ = [
     "read_mask",
     "plan",
     "planned_calls",
+    "model_note",
     "inpaint",
     "inpaint_stream",
     "write_result",
@@ -187,6 +191,7 @@ class _Photo:
     masks: list[torch.Tensor]
     samples: dict[int, list[torch.Tensor | None]]
     pending: int
+    phases: tuple[tuple[int, ...], ...] = ()   # fit "tile": run phase by phase (_run_tiled), never queued
 
 
 @dataclass
@@ -196,7 +201,7 @@ class _Job:
     k: int            # index into the photo's seeds
 
 
-def _prepare(request: InpaintRequest, size: int, fit: str) -> _Photo:
+def _prepare(request: InpaintRequest, size: int, fit: str, native: bool = False) -> _Photo:
     image = _as_image(request.image)
     mask = _as_mask(request.mask, image, request.name)
     request.image, request.mask = image, mask
@@ -204,9 +209,11 @@ def _prepare(request: InpaintRequest, size: int, fit: str) -> _Photo:
     request.seeds = seeds
     if request.labels is not None and len(request.labels) != len(seeds):
         raise ValueError(f"{len(request.labels)} class labels for {len(seeds)} seeds of {request.name}")
-    layout = plan_windows(mask, size, fit)
+    layout = native_plan(mask, fit) if native else plan_windows(mask, size, fit)
     concrete, windows = layout.fit, list(layout.windows)
-    views = [window_view(image, mask, w, size) for w in windows]
+    if layout.phases:   # tile views depend on the phases before them: made as the phases run
+        return _Photo(request, concrete, windows, [], [], {}, 0, layout.phases)
+    views = [native_view(image, mask)] if native else [window_view(image, mask, w, size) for w in windows]
     return _Photo(request, concrete, windows, [g for g, _ in views], [m for _, m in views],
                   {s: [None] * len(windows) for s in seeds}, len(windows) * len(seeds))
 
@@ -214,10 +221,21 @@ def _prepare(request: InpaintRequest, size: int, fit: str) -> _Photo:
 def plan(inpainter: Inpainter, mask: np.ndarray, fit: str = "auto", settings: SamplerSettings | None = None, *,
          n_samples: int = 1, batch_size: int | None = None) -> Plan:
     """What :func:`inpaint` will do with a keep-mask on this model, before anything is sampled: the concrete fit, the
-    windows and (given ``settings``) the network calls."""
+    windows and (given ``settings``) the network calls. A classical fill's plan is fit "native", zero calls."""
+    if settings is not None and entry(settings.sampler).fill is not None:
+        return native_plan(mask, fit, n_samples=n_samples, batch_size=batch_size)
     per_batch = 0 if settings is None else network_calls(settings, inpainter.diffusion(settings).num_timesteps)
     return plan_windows(mask, inpainter.image_size, fit, n_samples=n_samples, batch_size=batch_size,
                         calls_per_batch=per_batch)
+
+
+def model_note(inpainter: Inpainter, image_shape: Sequence[int], settings: SamplerSettings | None = None) -> str | None:
+    """The line every front end shows with a photo's plan when the model does not know such photos (the bundled
+    64x64 face model on anything but a 64x64 input, :meth:`Inpainter.note_for`); None when it does, or when a
+    classical fill runs without the model."""
+    if settings is not None and entry(settings.sampler).fill is not None:
+        return None
+    return inpainter.note_for(int(image_shape[0]), int(image_shape[1]))
 
 
 def planned_calls(inpainter: Inpainter, settings: SamplerSettings, mask: np.ndarray, *, fit: str = "auto",
@@ -248,6 +266,7 @@ def inpaint_stream(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     size = inpainter.image_size
+    fill = entry(settings.sampler).fill
     queue: list[_Job] = []
     done_calls = 0
     source = iter(requests)
@@ -259,17 +278,25 @@ def inpaint_stream(
                 exhausted = True
                 break
             try:
-                photo = request if isinstance(request, _Photo) else _prepare(request, size, fit)
+                photo = request if isinstance(request, _Photo) else _prepare(request, size, fit, fill is not None)
             except ValueError as err:
                 if on_error is None:
                     raise
                 on_error(request, err)
                 continue
+            if photo.phases:
+                result, done_calls = _run_tiled(inpainter, photo, settings, batch_size, classifier_scale, callback,
+                                                done_calls, total)
+                yield result
+                continue
             queue += [_Job(photo, w, k) for w in range(len(photo.windows)) for k in range(len(photo.request.seeds))]
         if not queue:
             return
         batch, queue = queue[:batch_size], queue[batch_size:]
-        done_calls = _run_batch(inpainter, batch, settings, classifier_scale, callback, done_calls, total)
+        if fill is not None:
+            _run_fill(batch, fill)
+        else:
+            done_calls = _run_batch(inpainter, batch, settings, classifier_scale, callback, done_calls, total)
         for photo in dict.fromkeys(job.photo for job in batch):
             if photo.pending == 0:
                 yield _finish(photo, raw=not settings.paste_known)
@@ -299,6 +326,51 @@ def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callbac
         job.photo.samples[job.photo.request.seeds[job.k]][job.window] = out[b]
         job.photo.pending -= 1
     return calls
+
+
+def _run_tiled(inpainter, photo: _Photo, settings, batch_size, classifier_scale, callback, done_calls, total):
+    """Fit "tile": each phase's tiles (no two overlapping) in batches; a tile's view is the photo as filled so far,
+    with the pixels of earlier tiles known. Returns the finished result and the run's call count."""
+    request, size = photo.request, inpainter.image_size
+    seeds = list(request.seeds)
+    work = {seed: request.image.copy() for seed in seeds}
+    known = {seed: request.mask.copy() for seed in seeds}
+    calls = done_calls
+    for phase in photo.phases:
+        jobs = [(w, k) for w in phase for k in range(len(seeds))]
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            views = [window_view(work[seeds[k]], known[seeds[k]], photo.windows[w], size) for w, k in chunk]
+            rows = [(request.name, w, seeds[k]) for w, k in chunk]
+            labels = None if request.labels is None else [request.labels[k] for _, k in chunk]
+            base = calls
+
+            def on_step(step: Step, base=base, rows=rows, first=chunk[0][0]) -> None:
+                nonlocal calls
+                if step.kind == "reverse":
+                    calls = base + step.calls
+                    if callback is not None:
+                        callback(Progress(calls, total, first, len(photo.windows), [r[2] for r in rows],
+                                          step.pred_xstart, rows))
+
+            out = inpainter(torch.stack([g for g, _ in views]), torch.stack([m for _, m in views]),
+                            [seeds[k] for _, k in chunk], settings, labels=labels,
+                            classifier_scale=classifier_scale, callback=on_step).cpu()
+            for (w, k), sample in zip(chunk, out):
+                tile, seed = photo.windows[w], seeds[k]
+                paste(work[seed], known[seed], tile, sample)          # writes only pixels still unknown
+                known[seed][tile.top:tile.top + tile.height, tile.left:tile.left + tile.width] = True
+    result = InpaintResult(request.name, request.image, request.mask, work, photo.windows, photo.fit, tag=request.tag)
+    return result, calls
+
+
+def _run_fill(batch: list[_Job], fill) -> None:
+    """A classical fill of each job's whole photo (the same for every seed: it draws no noise)."""
+    for job in batch:
+        request = job.photo.request
+        filled = fill(request.image, request.mask)
+        job.photo.samples[request.seeds[job.k]][job.window] = native_view(filled, request.mask)[0]
+        job.photo.pending -= 1
 
 
 def _finish(photo: _Photo, raw: bool) -> InpaintResult:
@@ -337,7 +409,8 @@ def inpaint(
     Returns the full-size samples, one per seed (module docstring for the fit strategies). ``callback`` gets a
     :class:`Progress` after every network call; raising :class:`Cancelled` there stops the run.
     """
-    photo = _prepare(InpaintRequest(image, mask, seeds, name, labels), inpainter.image_size, fit)
+    photo = _prepare(InpaintRequest(image, mask, seeds, name, labels), inpainter.image_size, fit,
+                     entry(settings.sampler).fill is not None)
     layout = plan(inpainter, photo.request.mask, fit, settings, n_samples=len(photo.request.seeds),
                   batch_size=batch_size)
     results = list(inpaint_stream(inpainter, [photo], settings, fit=fit, batch_size=layout.batch_size,

@@ -25,6 +25,7 @@ from .settings import PAPER, SamplerSettings
 __all__ = [
     "BUNDLED_DEFAULT",
     "Inpainter",
+    "model_description",
     "recommended_settings",
     "unet_model_fn",
     "labels_from_seeds",
@@ -40,6 +41,20 @@ def recommended_settings(model: str) -> SamplerSettings:
     the small bundled face model, so the main command takes seconds on a CPU; the paper's RePaint (2,410 calls) for
     everything else."""
     return BUNDLED_DEFAULT if model == "default" else PAPER
+
+
+def model_description(model: str, preset: str | Preset | None = None) -> str:
+    """What a model was trained on, at what size: its preset's description (``repaint models``), or for a file that
+    names no preset, that its training data is not recorded here."""
+    from .checkpoints import PRESETS
+
+    if isinstance(preset, Preset):
+        return f"{preset.description} (architecture of preset {preset.name!r})"
+    if preset is not None and preset in PRESETS:
+        return f"{PRESETS[preset].description} (architecture of preset {preset!r})"
+    if model in PRESETS:
+        return PRESETS[model].description
+    return "a checkpoint file: what it was trained on is not recorded here (`repaint models` lists the known ones)"
 
 
 def labels_from_seeds(seeds: Sequence[int], num_classes: int) -> list[int]:
@@ -69,6 +84,8 @@ class Inpainter:
     device: torch.device = torch.device("cpu")
     accel: Accel = Accel()  # how the networks execute (repaint.accel); the default changes nothing on CPU
     recommended: SamplerSettings = PAPER  # the schedule a run gets unless told otherwise (repaint.settings)
+    description: str = ""             # what it was trained on, at what size (model_description)
+    bundled: bool = False             # the bundled 64x64 face demo model (preset "default")
     _fast: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
@@ -90,7 +107,8 @@ class Inpainter:
         clf = None
         if classifier is not None:
             clf = load_classifier(classifier, preset=classifier_preset).to(device)
-        return cls(unet.to(device), config, trained, clf, device, accel, recommended_settings(model))
+        return cls(unet.to(device), config, trained, clf, device, accel, recommended_settings(model),
+                   model_description(model, preset), model == "default")
 
     @property
     def image_size(self) -> int:
@@ -99,6 +117,15 @@ class Inpainter:
     @property
     def num_classes(self) -> int | None:
         return self.config.num_classes if self.config.class_cond else None
+
+    def note_for(self, height: int, width: int) -> str | None:
+        """One line for a photo this model does not know, or None: the bundled face model meeting anything but a
+        64x64 input is told that it was trained on 64x64 faces only, and where other models are listed."""
+        size = self.image_size
+        if not self.bundled or (height, width) == (size, size):
+            return None
+        return (f"note: the bundled model was trained on {size}x{size} faces only (UTKFace); on this {width}x{height} "
+                "photo expect face-like or blurred fills. `repaint models` lists models for other photos")
 
     def diffusion(self, settings: SamplerSettings) -> Diffusion:
         return Diffusion(settings.diffusion_config(self.trained), self.device)

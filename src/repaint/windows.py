@@ -10,7 +10,16 @@ The fit strategies (``fit=``) bring a photo to the model's square size ``s`` and
   inpainted, and scaled back up.
 - ``"resize"``: the whole photo is scaled to ``s`` x ``s`` and the result back to the photo's size.
 - ``"none"``: the photo must already be ``s`` x ``s``.
+- ``"tile"``: the photo at its own resolution: model-sized tiles (side ``s``, overlapping by ``s / 4``) over the
+  holes' bounding box, in *phases* (four on a regular grid) whose tiles never overlap and run as one batch. A tile
+  sees the photo's known pixels and every pixel the tiles of earlier phases filled as known, so the overlaps are
+  joined by the model's own conditioning (nothing is averaged: a pixel keeps the first fill it gets). Both sides of
+  the photo must be at least ``s``; never chosen by ``auto``.
 - ``"auto"``: ``none`` at the model's size, ``crop`` when both sides are at least ``s``, ``resize`` otherwise.
+
+A sampler without a model (a classical fill, :mod:`repaint.samplers.classical`) gets the concrete fit ``"native"``
+whatever was asked (:func:`native_plan`): one window, the whole photo at its own resolution, no scaling either way,
+no network call.
 
 Only the hole's pixels are written into a copy of the photo: every pixel outside the hole is the original byte,
 bit for bit (the one exception: ``paste_known=False`` at fit ``none`` returns the model's raw output, as the
@@ -33,10 +42,11 @@ import torch.nn.functional as F
 
 from .images import ImageError
 
-__all__ = ["FIT_STRATEGIES", "Window", "Plan", "plan_windows", "resolve_fit", "crop_windows", "windows_for",
-           "window_view", "paste"]
+__all__ = ["FIT_STRATEGIES", "NATIVE", "Window", "Plan", "plan_windows", "native_plan", "native_view", "resolve_fit",
+           "tile_phases", "crop_windows", "windows_for", "window_view", "paste"]
 
-FIT_STRATEGIES = ("auto", "crop", "resize", "none")
+FIT_STRATEGIES = ("auto", "crop", "resize", "none", "tile")
+NATIVE = "native"   # the concrete fit of a classical fill: the whole photo at its own size, no model
 DEFAULT_BATCH = 8   # (window, sample) jobs per network call unless told otherwise
 
 
@@ -68,14 +78,21 @@ class Plan:
     n_samples: int = 1
     batch_size: int = DEFAULT_BATCH
     calls_per_batch: int = 0
+    phases: tuple[tuple[int, ...], ...] = ()   # fit "tile": window indices run together, one phase after another
 
     @property
     def jobs(self) -> int:
         return len(self.windows) * self.n_samples
 
     @property
+    def batches(self) -> int:
+        if self.phases:
+            return sum(math.ceil(len(p) * self.n_samples / self.batch_size) for p in self.phases)
+        return math.ceil(self.jobs / self.batch_size)
+
+    @property
     def calls(self) -> int:
-        return self.calls_per_batch * math.ceil(self.jobs / self.batch_size)
+        return self.calls_per_batch * self.batches
 
 
 def plan_windows(mask: np.ndarray, size: int, fit: str = "auto", *, n_samples: int = 1, batch_size: int | None = None,
@@ -83,12 +100,31 @@ def plan_windows(mask: np.ndarray, size: int, fit: str = "auto", *, n_samples: i
     """The :class:`Plan` of a keep-mask (bool [H, W]) for a model of side ``size``. ``batch_size`` None: as many jobs
     as the photo has, up to :data:`DEFAULT_BATCH`."""
     concrete = resolve_fit(fit, *mask.shape, size)
-    windows = tuple(windows_for(mask, size, concrete))
-    jobs = len(windows) * n_samples
-    batch = batch_size or min(jobs, DEFAULT_BATCH)
+    phases: tuple[tuple[int, ...], ...] = ()
+    if concrete == "tile":
+        grouped = tile_phases(~mask, size)
+        windows = tuple(w for phase in grouped for w in phase)
+        starts = np.cumsum([0] + [len(p) for p in grouped])
+        phases = tuple(tuple(range(a, b)) for a, b in zip(starts[:-1], starts[1:]))
+        widest = max(len(p) for p in grouped) * n_samples
+    else:
+        windows = tuple(windows_for(mask, size, concrete))
+        widest = len(windows) * n_samples
+    batch = batch_size or min(widest, DEFAULT_BATCH)
     if batch < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch}")
-    return Plan(concrete, windows, n_samples, batch, calls_per_batch)
+    return Plan(concrete, windows, n_samples, batch, calls_per_batch, phases)
+
+
+def native_plan(mask: np.ndarray, fit: str = "auto", *, n_samples: int = 1, batch_size: int | None = None) -> Plan:
+    """The :class:`Plan` of a sampler without a model: fit ``"native"``, one window covering the photo, zero calls.
+    ``fit`` is checked as a name only (a classical fill needs no size match)."""
+    if fit not in FIT_STRATEGIES:
+        raise ValueError(f"fit must be one of {', '.join(FIT_STRATEGIES)}, got {fit!r}")
+    batch = batch_size or min(n_samples, DEFAULT_BATCH)
+    if batch < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch}")
+    return Plan(NATIVE, (Window(0, 0, *mask.shape),), n_samples, batch, 0)
 
 
 def resolve_fit(fit: str, height: int, width: int, size: int) -> str:
@@ -99,6 +135,9 @@ def resolve_fit(fit: str, height: int, width: int, size: int) -> str:
         if (height, width) == (size, size):
             return "none"
         return "crop" if min(height, width) >= size else "resize"
+    if fit == "tile" and min(height, width) < size:
+        raise ImageError(f"the image is {width}x{height}, smaller than the model's {size}x{size} tiles; use fit "
+                         "'resize' or 'auto'")
     if fit == "none" and (height, width) != (size, size):
         raise ImageError(f"the image is {width}x{height} but the model works at {size}x{size}; use fit 'crop' "
                          "(a window around each hole) or 'resize' (the whole image), or 'auto'")
@@ -120,6 +159,47 @@ def _square_around(box: tuple[int, int, int, int], size: int, height: int, width
         return min(max(start, 0), extent - side)
 
     return Window(place(y0, y1, height), place(x0, x1, width), side, side)
+
+
+def _tile_starts(lo: int, hi: int, size: int, stride: int, extent: int) -> list[int]:
+    """Starts of the fewest tiles of side ``size``, ``stride`` apart, that cover [lo, hi), centred on it and inside
+    [0, extent); where such a run is longer than the photo, as many tiles spread evenly over the photo."""
+    count = 1 if hi - lo <= size else math.ceil((hi - lo - size) / stride) + 1
+    span = size + (count - 1) * stride
+    if span <= extent:
+        first = min(max((lo + hi - span) // 2, 0), extent - span)
+        return [first + k * stride for k in range(count)]
+    return sorted({round(v) for v in np.linspace(0, extent - size, count)})
+
+
+def tile_phases(hole: np.ndarray, size: int, overlap: int | None = None) -> list[list[Window]]:
+    """Model-sized tiles over ``hole`` (bool [H, W], True = fill) at the photo's resolution, grouped in phases.
+
+    Tiles sit on one grid over the hole's bounding box, ``size - overlap`` apart (default overlap ``size // 4``);
+    only tiles holding a hole pixel are kept. A tile's phase is the parity of its grid row and column (so two tiles
+    of a phase are two grid steps apart and do not overlap), or, where a photo too short for a regular grid makes
+    the steps uneven and they would, the next phase where it overlaps no tile. Empty phases are left out.
+    """
+    height, width = hole.shape
+    overlap = size // 4 if overlap is None else overlap
+    if not 0 <= overlap < size:
+        raise ValueError(f"tile overlap must be in 0..{size - 1}, got {overlap}")
+    ys, xs = np.nonzero(hole)
+    if len(ys) == 0:
+        return []
+    rows = _tile_starts(int(ys.min()), int(ys.max()) + 1, size, size - overlap, height)
+    cols = _tile_starts(int(xs.min()), int(xs.max()) + 1, size, size - overlap, width)
+    phases: dict[int, list[Window]] = {}
+    for r, top in enumerate(rows):
+        for c, left in enumerate(cols):
+            if not hole[top:top + size, left:left + size].any():
+                continue
+            tile = Window(top, left, size, size)
+            phase = 2 * (r % 2) + c % 2          # the grid's parity; past 3 only where uneven spacing makes it clash
+            while any(_overlap(tile, other) for other in phases.get(phase, [])):
+                phase = max(phase + 1, 4)
+            phases.setdefault(phase, []).append(tile)
+    return [phases[k] for k in sorted(phases)]
 
 
 def _overlap(a: Window, b: Window) -> bool:
@@ -159,10 +239,12 @@ def _overlap_groups(windows: list[Window]) -> list[list[int]]:
 
 
 def windows_for(mask: np.ndarray, size: int, fit: str) -> list[Window]:
-    """The windows of a keep-mask under a concrete strategy ("none", "resize" or "crop")."""
+    """The windows of a keep-mask under a concrete strategy ("none", "resize", "crop" or "tile")."""
     height, width = mask.shape
     if fit in ("none", "resize"):
         return [Window(0, 0, height, width)]
+    if fit == "tile":
+        return [w for phase in tile_phases(~mask, size) for w in phase]
     return crop_windows(~mask, size)
 
 
@@ -196,6 +278,12 @@ def window_view(image: np.ndarray, mask: np.ndarray, w: Window, size: int) -> tu
     if keep.shape[-2:] != (size, size):
         keep = (F.adaptive_avg_pool2d(keep[None], (size, size))[0] > 1 - 1e-6).float()
     return gt, keep
+
+
+def native_view(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole photo unscaled, as :func:`window_view` gives a window: gt [3, H, W] in [-1, 1], keep [1, H, W]."""
+    gt = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1   # a copy: inputs may be read-only
+    return gt, torch.from_numpy(np.array(mask)).float()[None]
 
 
 def paste(target: np.ndarray, mask: np.ndarray, w: Window, sample: torch.Tensor) -> None:

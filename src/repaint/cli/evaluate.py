@@ -81,11 +81,12 @@ def evaluate_command(images: Path, out_dir: Path, model: str, published: str | N
                      class_label: int | None, **opts) -> None:
     """Inpaint every image of IMAGES under each mask setting; write outputs and a Table 1 style report."""
     from ..evaluation import evaluate
-    from ..inpainter import recommended_settings
+    from ..inpainter import model_description, recommended_settings
 
     check_seed(opts["seed"], 1000 * 1000)
     settings = settings_from(recommended_settings(model), opts)
     click.echo(f"sampler: {describe(settings)}")
+    click.echo(f"trained on: {model_description(model)}")
     report = evaluate(images, out_dir, model, settings=settings, paper=published,
                       class_label=class_label, **_eval_kwargs(opts))
     click.echo(f"report: {out_dir / 'report.md'}" + ("" if report.complete else " (incomplete)"))

@@ -12,8 +12,8 @@ import torch
 
 from ..accel import PRECISIONS, Accel, execution_summary
 from ..api import (
-    FIT_STRATEGIES, MAX_SAMPLES, InpaintRequest, inpaint_stream, plan, read_image, read_mask, result_paths,
-    write_result,
+    FIT_STRATEGIES, MAX_SAMPLES, InpaintRequest, inpaint_stream, model_note, plan, read_image, read_mask,
+    result_paths, write_result,
 )
 from ..files import check_destinations, ensure_writable
 from ..images import OutputDirs, check_readable, output_name, save_image
@@ -58,7 +58,8 @@ Examples:
 @click.option("--invert-mask", is_flag=True, help="The mask file uses white for the region to fill.")
 @click.option("--fit", type=click.Choice(FIT_STRATEGIES), default="auto", show_default=True,
               help="How a photo meets the model's size: crop = a window around each hole (auto when the photo is "
-                   "larger), resize = the whole photo, none = sizes must match. Only hole pixels are replaced.")
+                   "larger), resize = the whole photo, none = sizes must match, tile = model-sized tiles at the "
+                   "photo's own resolution, phase by phase. Only hole pixels are replaced.")
 @click.option("--injection", type=click.Choice(INJECTION_MODES), default="reference", show_default=True,
               help="How the known region is joined: as the reference code, or as the paper's Alg. 1.")
 @click.option("--no-paste", is_flag=True, help="Do not paste the exact known pixels at model size (as the reference).")
@@ -122,6 +123,7 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     click.echo(f"model: {model if conf is None or 'model' in explicit else conf.model_path} "
                f"({inpainter.image_size}x{inpainter.image_size}"
                f"{', class-conditional' if inpainter.num_classes else ''}) on {inpainter.device}")
+    click.echo(f"trained on: {inpainter.description}")
     click.echo(f"sampler: {describe(settings)} -> {per_batch} network calls per batch")
     click.echo(f"network: {execution_summary(inpainter.accel, inpainter.device)}")
     for pairs, dirs, conf_batch in groups:
@@ -157,7 +159,12 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
             layout = plan(inpainter, keep, opts["fit"], settings, n_samples=len(seeds), batch_size=batch_size)
             bar.total = (bar.total or 0) + layout.calls
             echo(f"{image_path.name}: {photo.shape[1]}x{photo.shape[0]}, fit {layout.fit}, "
-                 f"{len(layout.windows)} window(s), {layout.calls} network calls")
+                 f"{len(layout.windows)} window(s)"
+                 + (f" in {len(layout.phases)} phase(s), {layout.batches} batch(es)" if layout.phases else "")
+                 + f", {layout.calls} network calls")
+            note = model_note(inpainter, photo.shape, settings)
+            if note is not None:
+                echo(note)
             yield InpaintRequest(photo, keep, seeds, name, labels, tag=image_path)
 
     batch_size = batch_size or 8

@@ -4,11 +4,15 @@ A sampler module defines its sampling function and a :class:`~repaint.samplers.c
 its cost in network calls, a one-line summary, which settings it reads, its options with their defaults); the table
 below names them. A new sampler is one module and one line here. The contract every sampler keeps (the model
 callable, the settings, per-image generators, the step callback) is in :mod:`repaint.samplers.common`.
+
+The classical baselines (``biharmonic``, ``telea``, ``ns``) are rows too: their entry carries a ``fill`` over the
+full-size photo and costs zero network calls, so ``--sampler telea`` works wherever a sampler name does
+(:mod:`repaint.samplers.classical`).
 """
 
 from __future__ import annotations
 
-from . import copaint, lanpaint, repaint, sdedit, smc, time_travel
+from . import classical, copaint, lanpaint, repaint, sdedit, smc, time_travel
 from .common import (
     CondFn, ModelFn, Sampler, SamplerFn, SamplingError, Step, classifier_guidance, make_generators, randn, run_steps,
 )
@@ -26,6 +30,9 @@ SAMPLERS: dict[str, Sampler] = {
     "smc": smc.SAMPLER,
     "lanpaint": lanpaint.SAMPLER,
     "copaint": copaint.SAMPLER,
+    "biharmonic": classical.BIHARMONIC,     # classical baselines: no model, the photo at its own resolution
+    "telea": classical.TELEA,
+    "ns": classical.NS,
 }
 
 
@@ -50,6 +57,8 @@ def describe(settings) -> str:
     """One line: the sampler and the settings it reads (jump fields only for samplers that walk the jump schedule,
     eta only for those that read it), e.g. ``repaint steps=250 jump_length=10 jump_n_sample=10``."""
     row = entry(settings.sampler)
+    if row.fill is not None:
+        return f"{settings.sampler} (classical fill at the photo's own resolution, no model)"
     parts = [settings.sampler, f"steps={settings.respacing()}"]
     if row.reads_jumps:
         parts += [f"jump_length={settings.jump_length}", f"jump_n_sample={settings.jump_n_sample}"]

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -40,6 +41,9 @@ class Sampler:
     reads_jumps: bool = False                       # walks the jump schedule (jump_length, jump_n_sample, ...)
     reads_eta: bool = False                         # reads settings.eta
     options: Mapping[str, float] = field(default_factory=dict)  # settings.options it takes, with their defaults
+    # a classical fill (uint8 [H, W, 3], keep-mask bool [H, W]) -> uint8 [H, W, 3]: no model; repaint.api gives it
+    # the whole photo at its own resolution (fit "native") and counts no network call (repaint.samplers.classical)
+    fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 class SamplingError(RuntimeError):

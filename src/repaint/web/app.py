@@ -118,6 +118,8 @@ class _Page:
         h, w = photo.shape[:2]
         status = (f"{len(files)} sample(s) of {w}x{h} in {out.seconds:.1f} s: {out.calls} network calls "
                   f"({describe(out.settings)}), {len(out.result.windows)} window(s)")
+        if out.note:
+            status += f". {out.note}"
         return gallery, animation, files, status
 
     def stop(self, request=None) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..api import Cancelled, InpaintResult, Progress, inpaint, planned_calls
+from ..api import Cancelled, InpaintResult, Progress, inpaint, model_note, planned_calls
 from ..samplers import SAMPLERS
 from ..settings import SCHEDULES, SamplerSettings, resolve_settings
 from .limits import Limits, RunGate, check_pixels
@@ -60,6 +60,8 @@ class RunOutput:
     calls: int                                            # network calls made
     seconds: float
     frames: list[np.ndarray] = field(default_factory=list)  # uint8 [h, w, 3]: x0 estimates, samples side by side
+    about: str = ""                                       # what the model was trained on, at what size
+    note: str | None = None                               # the model does not know such photos (api.model_note)
 
 
 def _frame(pred_xstart) -> np.ndarray:
@@ -114,6 +116,20 @@ class Runner:
             steps=opts.steps if custom else None, jump_length=opts.jump_length if custom else None,
             jump_n_sample=opts.jump_n_sample if custom else None,
         )
+
+    def about(self, model: str) -> str:
+        """What a menu model was trained on, at what size (the line the CLI prints as "trained on:")."""
+        from ..inpainter import model_description
+
+        if model not in self.menu.entries:
+            raise ValueError(f"unknown model {model!r}; this server offers: {', '.join(self.menu.entries)}")
+        loaded = self.menu.loaded(model)
+        return loaded.description if loaded is not None else model_description(self.menu.entries[model])
+
+    def note(self, image_shape, opts: RunOptions) -> str | None:
+        """The line shown with a run when the model does not know such photos (:func:`repaint.api.model_note`)."""
+        inpainter = self.menu.get(opts.model)
+        return model_note(inpainter, image_shape, self.settings(inpainter.recommended, opts))
 
     def cost(self, opts: RunOptions) -> str:
         """What the chosen sampler and schedule cost, before anything runs: the settings in words and the network
@@ -174,4 +190,5 @@ class Runner:
             labels = None if opts.class_label is None else [opts.class_label] * opts.n_samples
             result = inpaint(inpainter, image, keep, settings=settings, seeds=opts.seeds, labels=labels,
                              callback=callback)
-            return RunOutput(result, settings, planned, calls, time.perf_counter() - start, frames)
+            return RunOutput(result, settings, planned, calls, time.perf_counter() - start, frames,
+                             inpainter.description, model_note(inpainter, image.shape, settings))
