@@ -68,7 +68,8 @@ def ns_fill(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def classical_run(fill):
     """The sampler-contract function of a fill: gt [B, C, H, W] in [-1, 1] and mask (1 = keep) in, each image
     filled on its own at 8 bits (a C other than 3 one channel at a time: the fills treat channels independently),
-    [B, C, H, W] in [-1, 1] out. Model, diffusion, generators and callback are unused; options are refused."""
+    [B, C, H, W] in [-1, 1] out, the known pixels those of ``gt``. Model, diffusion, generators and callback are
+    unused; options are refused."""
 
     def run(model, diffusion, gt, mask, *, settings=None, generators=None, cond_fn=None, callback=None):
         if settings is not None:
@@ -76,7 +77,9 @@ def classical_run(fill):
         keep = (as_batch_mask(mask, gt)[:, 0] > 0.5).cpu().numpy()
         pixels = ((gt.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
         out = np.stack([_fill_channels(fill, p, k) for p, k in zip(pixels, keep)])
-        return (torch.from_numpy(out).float() / 127.5 - 1).to(gt.device, gt.dtype)
+        filled = (torch.from_numpy(out).float() / 127.5 - 1).to(gt.device, gt.dtype)
+        known = as_batch_mask(mask, gt).to(gt.dtype)
+        return gt * known + filled * (1 - known)  # the known pixels exactly as given, not rounded to 8 bits
 
     return run
 
