@@ -4,7 +4,10 @@ answers "busy"; no client-supplied path reaches the file system. (The page itsel
 from __future__ import annotations
 
 import io
+import select
+import socket
 import threading
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,10 +108,22 @@ def test_several_samples_come_back_as_a_zip_of_pngs(server):
     assert a.shape == b.shape == (64, 64, 3) and not np.array_equal(a, b)
 
 
-def test_models_lists_the_menu_and_the_choices(server):
+def test_models_lists_the_menu_with_descriptions_and_the_choices(server):
     info = httpx.get(f"{server}/api/models", timeout=10).json()
-    assert info["models"][0] == "default"
+    assert info["models"][0]["name"] == "default" and "64x64 faces" in info["models"][0]["description"]
+    assert all(m["description"] and "\n" not in m["description"] for m in info["models"])
     assert "repaint" in info["samplers"] and {"fast", "paper", "custom"} <= set(info["schedules"])
+    assert info["max_calls"] == Limits().max_calls
+
+
+def test_the_openapi_schema_documents_the_error_answers_not_422(server):
+    spec = httpx.get(f"{server}/api/openapi.json", timeout=10).json()
+    answers = spec["paths"]["/api/inpaint"]["post"]["responses"]
+    assert {"200", "400", "413", "503"} <= set(answers) and "422" not in answers
+    assert answers["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    models = spec["paths"]["/api/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert models["$ref"].endswith("/ModelsInfo")
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -124,19 +139,44 @@ def test_models_lists_the_menu_and_the_choices(server):
     (dict(n_samples=99), "number of samples"),
     (dict(steps=1), "steps must be at least 2"),
     (dict(class_label=3), "class label"),
+    (dict(steps=100000), "steps (T) must be at most 1,000 for this model"),
+    (dict(n_samples="abc"), "n_samples must be a whole number"),
+    (dict(seed="1.5e9x"), "seed must be a whole number"),
+    (dict(invert_mask="perhaps"), "invert_mask must be true or false"),
 ])
 def test_bad_requests_get_a_one_line_error_and_the_server_stays_up(server, fields, message):
     response = _post(server, **fields)
     assert response.status_code == 400, response.text[:300]
     error = response.json()["error"]
     assert message in error and "\n" not in error and "Traceback" not in error
+    assert set(response.json()) == {"error"}
+    for sent in fields.values():  # the answer never echoes what was sent
+        assert not isinstance(sent, str) or len(sent) < 4 or sent not in error
     assert alive(server)
 
 
-def test_a_request_without_a_mask_is_refused(server):
-    response = httpx.post(f"{server}/api/inpaint", files={"image": ("a.png", FACE, "image/png")}, timeout=10)
-    assert response.status_code == 422
+def test_a_request_without_a_mask_is_a_400_that_names_the_field(server):
+    response = httpx.post(f"{server}/api/inpaint", files={"image": ("a.png", FACE, "image/png")},
+                          data={"n_samples": "lots"}, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {"error": "mask is missing; n_samples must be a whole number"}
     assert alive(server)
+
+
+def test_unknown_routes_and_methods_answer_in_the_same_shape(server):
+    assert httpx.get(f"{server}/api/nothing", timeout=10).json() == {"error": "Not Found"}
+    response = httpx.get(f"{server}/api/inpaint", timeout=10)
+    assert response.status_code in (404, 405) and set(response.json()) == {"error"}
+
+
+def test_a_client_that_disconnects_cancels_its_run(server):
+    with pytest.raises(httpx.ReadTimeout):   # the paper's 2,410 calls: minutes on a CPU; the client gives up
+        _post(server, timeout=3, schedule="paper")
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server}/api/health", timeout=10).json()["runs_admitted"]:
+        assert time.monotonic() < deadline, "the abandoned run kept the device"
+        time.sleep(0.2)
+    assert _post(server).status_code == 200
 
 
 def test_no_file_on_the_server_is_reachable_by_a_client_path(server):
@@ -180,6 +220,38 @@ def test_uploads_over_the_byte_or_pixel_limit_get_413(tight_server):
     response = httpx.post(f"{tight_server}/api/inpaint", content=huge, timeout=10,
                           headers={"content-type": "application/octet-stream"})
     assert response.status_code == 413
+    assert alive(tight_server)
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit_not_after(tight_server):
+    """No Content-Length: the body is counted as it streams; the 413 comes while the client is still sending."""
+    host, port = tight_server.removeprefix("http://").split(":")
+    head = (f"POST /api/inpaint HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Type: multipart/form-data; boundary=xx\r\n\r\n").encode()
+    part = b'--xx\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+    chunk = bytes(64 * 1024)
+    sent, answer = 0, b""
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head + b"%x\r\n%s\r\n" % (len(part), part))
+        while sent < 40 * 2**20 and not answer:
+            try:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                break
+            sent += len(chunk)
+            if select.select([conn], [], [], 0)[0]:
+                answer = conn.recv(65536)
+        while b"}" not in answer:     # the rest of the JSON answer
+            try:
+                more = conn.recv(65536)
+            except OSError:
+                break
+            if not more:
+                break
+            answer += more
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"over the server's limit" in answer
+    assert sent < 40 * 2**20         # refused while sending (the limit is 1.1 MB; socket buffers hold a few MB)
     assert alive(tight_server)
 
 

@@ -56,6 +56,13 @@ class ModelMenu:
     def names(self) -> list[str]:
         return list(self.entries)
 
+    def description(self, name: str) -> str:
+        """One line about the model called ``name``: the preset's own words, or where a file came from."""
+        source = self.entries[name]
+        if source in PRESETS:
+            return PRESETS[source].description.replace("`", "")
+        return f"checkpoint file {Path(source).name}, named when the server started"
+
     def loaded(self, name: str):
         """The inpainter called ``name`` if it is loaded already, else None (nothing is loaded here)."""
         with self._lock:
@@ -64,7 +71,7 @@ class ModelMenu:
     def get(self, name: str):
         """The :class:`repaint.inpainter.Inpainter` called ``name``; ValueError for a name not on the menu."""
         if name not in self.entries:
-            raise ValueError(f"unknown model {name!r}; this server offers: {', '.join(self.entries)}")
+            raise ValueError(f"unknown model; this server offers: {', '.join(self.entries)}")
         with self._lock:
             if name not in self._loaded:
                 from ..api import load_inpainter

@@ -85,6 +85,14 @@ class Runner:
     def __init__(self, menu: ModelMenu, limits: Limits) -> None:
         self.menu, self.limits = menu, limits
         self.gate = RunGate(limits.max_queue)
+        self.stopping = threading.Event()   # set when the server shuts down: every run stops at its next call
+
+    def _stopped(self, cancel: threading.Event | None) -> str | None:
+        if self.stopping.is_set():
+            return "stopped: the server is shutting down"
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
+        return None
 
     def check(self, image: np.ndarray, keep: np.ndarray, opts: RunOptions) -> None:
         """Cheap checks before a request waits for the device; ValueError with a one-line message."""
@@ -98,11 +106,11 @@ class Runner:
             raise ValueError("the mask marks nothing to fill: paint over the region to fill (or upload a mask "
                              "where black = fill)")
         if opts.model not in self.menu.entries:
-            raise ValueError(f"unknown model {opts.model!r}; this server offers: {', '.join(self.menu.entries)}")
+            raise ValueError(f"unknown model; this server offers: {', '.join(self.menu.entries)}")
         if opts.sampler not in SAMPLER_CHOICES:
-            raise ValueError(f"unknown sampler {opts.sampler!r}; choose from {', '.join(SAMPLER_CHOICES)}")
+            raise ValueError(f"unknown sampler; choose from {', '.join(SAMPLER_CHOICES)}")
         if opts.schedule not in SCHEDULE_CHOICES:
-            raise ValueError(f"unknown schedule {opts.schedule!r}; choose from {', '.join(SCHEDULE_CHOICES)}")
+            raise ValueError(f"unknown schedule; choose from {', '.join(SCHEDULE_CHOICES)}")
         if not 1 <= opts.n_samples <= self.limits.max_samples:
             raise ValueError(f"number of samples must be 1..{self.limits.max_samples}, got {opts.n_samples}")
 
@@ -122,7 +130,7 @@ class Runner:
         from ..samplers import describe, network_calls
 
         if opts.model not in self.menu.entries:
-            raise ValueError(f"unknown model {opts.model!r}; this server offers: {', '.join(self.menu.entries)}")
+            raise ValueError(f"unknown model; this server offers: {', '.join(self.menu.entries)}")
         loaded = self.menu.loaded(opts.model)
         recommended = loaded.recommended if loaded is not None else recommended_settings(self.menu.entries[opts.model])
         settings = self.settings(recommended, opts)
@@ -148,8 +156,8 @@ class Runner:
         """
         self.check(image, keep, opts)
         with self.gate.slot():
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("cancelled before it started")
+            if (why := self._stopped(cancel)) is not None:
+                raise Cancelled(f"{why} before it started")
             inpainter = self.menu.get(opts.model)
             settings = self.settings(inpainter.recommended, opts)
             planned = planned_calls(inpainter, settings, keep, n_samples=opts.n_samples)
@@ -163,8 +171,8 @@ class Runner:
             def callback(progress: Progress) -> None:
                 nonlocal calls
                 before, calls = calls, progress.calls
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("cancelled")
+                if (why := self._stopped(cancel)) is not None:
+                    raise Cancelled(why)
                 if on_progress is not None:
                     on_progress(progress.calls, progress.total)
                 if animate and progress.pred_xstart is not None and calls // every > before // every:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .limits import Limits
 from .models import ModelMenu
-from .routes import api_router, limit_request_size
+from .errors import drop_422, install_error_handlers
+from .routes import BodyLimit, api_router
 from .runner import Runner
 
 __all__ = ["build_server"]
@@ -31,8 +32,10 @@ def build_server(models: dict[str, str], *, device: str = "auto", limits: Limits
         menu.get(name)
     runner = Runner(menu, limits)
     app = FastAPI(title="repaint", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
-    app.middleware("http")(limit_request_size(2 * limits.max_upload_bytes + 2**20))
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=2 * limits.max_upload_bytes + 2**20)   # two files and the form fields
     app.include_router(api_router(runner))
+    drop_422(app)
     demo = build_app(runner, out_dir)
     demo.queue(max_size=limits.max_queue + 1, default_concurrency_limit=1)  # the RunGate is the real bound
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=limits.max_upload_bytes,
