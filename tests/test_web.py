@@ -412,3 +412,54 @@ def test_serve_refuses_a_port_in_use_in_one_line():
     assert result.exit_code == 2
     assert result.output.startswith(f"repaint: error: cannot listen on 127.0.0.1:{port}")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_the_server_cleanly_while_runs_are_in_progress(tmp_path):
+    """SIGINT with an API run and a page run in progress: the API client gets 503, the process exits at once with
+    status 0, and its log holds no traceback (no CancelledError, no 500)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from web_server import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "repaint", "serve", "--port", str(port), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if alive(url):
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
+                time.sleep(0.3)
+        with ThreadPoolExecutor(2) as pool:
+            api = pool.submit(_post, url, timeout=60, schedule="paper")
+            face = {"path": str(EXAMPLES / "face.png"), "meta": {"_type": "gradio.FileData"}}
+            page = pool.submit(lambda: httpx.post(f"{url}/gradio_api/upload", timeout=30,
+                                                  files={"files": ("face.png", FACE, "image/png")}).json())
+            uploaded = {**face, "path": page.result()[0]}
+            layer = np.zeros((64, 64, 4), np.uint8)
+            layer[20:30, 20:40] = 255
+            up_layer = httpx.post(f"{url}/gradio_api/upload", timeout=30,
+                                  files={"files": ("l.png", _png(layer), "image/png")}).json()[0]
+            editor = {"background": uploaded, "layers": [{**face, "path": up_layer}], "composite": None}
+            stream = pool.submit(_gradio_call, url, [editor, None, False, "default", "recommended", "paper", 4, 1, 1,
+                                                     0, 1])
+            while httpx.get(f"{url}/api/health", timeout=10).json()["runs_admitted"] < 2:
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            answer = api.result(timeout=30)
+            assert answer.status_code == 503 and "shutting down" in answer.json()["error"]
+            stream.result(timeout=30)
+        log, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, log
+    assert "Traceback" not in log and "CancelledError" not in log and "500" not in log, log

@@ -59,19 +59,21 @@ def serve(host: str, port: int, share: bool, models: tuple[Path, ...], device: s
     device = device_of(device)
     _check_port(host, port)
     try:
-        import uvicorn
-
-        from ..web.server import build_server
+        from ..web.server import build_server, uvicorn_server
     except ImportError as err:
         raise click.ClickException(f"the web app needs the web extra: pip install 'repaint[web]' ({err})") from None
     named = [name for name, source in menu.items() if source != "default" and source not in PRESETS]
     app = build_server(menu, device=device, limits=limits, preload=named)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn_server(app, host, port)
     click.echo(f"repaint: models {', '.join(menu)} on {device}; open http://{host}:{port} (HTTP API: "
                f"POST http://{host}:{port}/api/inpaint); Ctrl+C stops")
     if share:
         _share_when_started(server, host, port)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:   # uvicorn re-raises Ctrl+C once it has shut down cleanly
+        pass
+    click.echo("repaint: server stopped")
 
 
 def _check_port(host: str, port: int) -> None:

@@ -8,6 +8,7 @@ the library's progress callback raises :class:`repaint.api.Cancelled` at the nex
 # No `from __future__ import annotations` here: Gradio reads the handlers' annotations (gr.Request, gr.Progress)
 # at run time.
 
+import logging
 import shutil
 import tempfile
 import threading
@@ -24,6 +25,8 @@ from ..samplers import describe
 from .runner import SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner, write_animation
 
 __all__ = ["build_app", "editor_arrays"]
+
+log = logging.getLogger("repaint.web")
 
 BRUSH_COLOUR = "#ff00ff"  # painted strokes mark the hole; any colour works, magenta stands out on photos
 KEEP_OUTPUTS_S = 3600     # result files older than this are deleted when a new run starts
@@ -96,12 +99,14 @@ class _Page:
             report = (lambda calls, total: progress((calls, total), desc="network calls", unit="calls")) \
                 if progress is not None else None
             out = self.runner.run(photo, keep, opts, on_progress=report, cancel=flag, animate=True)
-        except Cancelled:
-            raise gr.Error("cancelled", duration=5) from None
-        except Busy as err:
-            raise gr.Error(str(err)) from None
-        except (ValueError, TypeError, RuntimeError, MemoryError) as err:
-            raise gr.Error(" ".join(str(err).split()) or type(err).__name__) from None
+        except Cancelled as err:
+            raise gr.Error(str(err), duration=5, print_exception=False) from None
+        except (Busy, ValueError, TypeError) as err:   # the person's to fix: said on the page, not logged
+            raise gr.Error(" ".join(str(err).split()), print_exception=False) from None
+        except (RuntimeError, MemoryError) as err:     # the server's fault: logged once, with its traceback
+            log.error("the run failed", exc_info=True)
+            raise gr.Error(f"the run failed on the server: {' '.join(str(err).split()) or type(err).__name__}",
+                           print_exception=False) from None
         return self._present(out, photo)
 
     def _present(self, out, photo):

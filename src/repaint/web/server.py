@@ -11,7 +11,9 @@ from .errors import drop_422, install_error_handlers
 from .routes import BodyLimit, api_router
 from .runner import Runner
 
-__all__ = ["build_server"]
+__all__ = ["build_server", "uvicorn_server"]
+
+GRACE_S = 5   # on Ctrl+C, how long open connections (a browser's event stream) may take to close
 
 
 def build_server(models: dict[str, str], *, device: str = "auto", limits: Limits = Limits(),
@@ -46,3 +48,16 @@ def build_server(models: dict[str, str], *, device: str = "auto", limits: Limits
     demo.has_launched = True
     app.state.runner = runner
     return app
+
+
+def uvicorn_server(app, host: str, port: int):
+    """A uvicorn server for :func:`build_server`'s app whose Ctrl+C (or SIGTERM) first tells the Runner to stop, so a
+    run in progress ends at its next network call and its request is answered (503) instead of holding the exit."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.runner.stopping.set()
+            super().handle_exit(sig, frame)
+
+    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S))
