@@ -103,8 +103,9 @@ def test_several_samples_come_back_as_a_zip_of_pngs(server):
     response = _post(server, n_samples=2, seed=7)
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-        assert sorted(archive.namelist()) == ["sample_s7.png", "sample_s8.png"]
-        a, b = (_array(archive.read(n)) for n in ("sample_s7.png", "sample_s8.png"))
+        assert sorted(archive.namelist()) == ["image_s7.png", "image_s8.png"]   # named after the upload
+        a, b = (_array(archive.read(n)) for n in ("image_s7.png", "image_s8.png"))
+    assert response.headers["content-disposition"] == 'attachment; filename="image_samples.zip"'
     assert a.shape == b.shape == (64, 64, 3) and not np.array_equal(a, b)
 
 
@@ -349,7 +350,7 @@ def test_editor_layers_become_the_hole_at_the_photo_size():
     image, painted = editor_arrays({"background": photo, "layers": [layer], "composite": None})
     assert image.shape == (40, 60, 3) and painted.shape == (40, 60)
     assert painted[10:20, 20:40].all() and painted.sum() == 10 * 20
-    with pytest.raises(ValueError, match="upload a photo"):
+    with pytest.raises(ValueError, match="open a photo"):
         editor_arrays({"background": None, "layers": [], "composite": None})
 
 
@@ -363,13 +364,48 @@ def test_an_uploaded_mask_adds_its_black_to_the_painted_hole(tmp_path):
     mask[7, 7] = 0                                    # uploaded: black (fill) at (7, 7)
     (tmp_path / "mask.png").write_bytes(_png(mask))
     editor = {"background": photo, "layers": [layer], "composite": None}
-    _, keep = page._keep_mask(editor, str(tmp_path / "mask.png"), invert=False)
+    _, keep = page.keep_mask(editor, str(tmp_path / "mask.png"), invert=False)
     assert not keep[0, 0] and not keep[7, 7] and keep.sum() == 62
-    _, keep = page._keep_mask(editor, str(tmp_path / "mask.png"), invert=True)   # white = hole: all but (7, 7)
+    _, keep = page.keep_mask(editor, str(tmp_path / "mask.png"), invert=True)   # white = hole: all but (7, 7)
     assert keep.sum() == 1 and keep[7, 7]
     (tmp_path / "small.png").write_bytes(_png(mask[:4]))
     with pytest.raises(ValueError, match="same size"):
-        page._keep_mask(editor, str(tmp_path / "small.png"), invert=False)
+        page.keep_mask(editor, str(tmp_path / "small.png"), invert=False)
+
+
+def test_a_person_s_mistakes_on_the_page_are_said_there_and_not_logged(server, capfd):
+    face = {"path": str(EXAMPLES / "face.png"), "meta": {"_type": "gradio.FileData"}}
+    uploaded = {**face, "path": httpx.post(f"{server}/gradio_api/upload", timeout=30,
+                                           files={"files": ("face.png", FACE, "image/png")}).json()[0]}
+    settings = ["default", "repaint", "custom", 4, 1, 1, 0, 1]
+    for editor, words in ((None, "open a photo first"),
+                          ({"background": uploaded, "layers": [], "composite": None}, "nothing to fill")):
+        stream = _gradio_call(server, [editor, None, False, *settings])
+        assert "event: error" in stream and words in stream, stream[-300:]
+    log = capfd.readouterr()
+    assert "Traceback" not in log.err + log.out
+
+
+def test_brush_names_plan_and_preview_follow_the_photo():
+    from repaint.api import Window
+    from repaint.web.app import brush_radius
+    from repaint.web.runner import photo_stem, preview
+
+    assert brush_radius(64, 64) == 2 and brush_radius(451, 300) == 8 and brush_radius(2000, 1500) == 38
+    assert photo_stem("holiday photo (2).JPG") == "holiday_photo_2" and photo_stem("../../x.png") == "x"
+    assert photo_stem(None) == "photo" and photo_stem("....png", "image") == "image"
+    runner = Runner(ModelMenu({"default": "default"}), Limits(max_calls=300))
+    keep = np.ones((100, 150), bool)
+    keep[40:60, 60:100] = False
+    said = runner.describe_plan(keep, RunOptions())
+    assert "1 window(s) of 64x64" in said and "230 network calls for 1 sample(s)" in said
+    assert "Over this server's limit" in runner.describe_plan(keep, RunOptions(schedule="paper"))
+    photo = np.zeros((100, 150, 3), np.uint8)
+    import torch
+
+    frame = preview(photo, keep, Window(18, 48, 64, 64), torch.ones(3, 64, 64))  # x0 = white
+    assert frame.shape == photo.shape
+    assert (frame[~keep] == 255).all() and (frame[keep] == 0).all()   # the estimate shows in the hole only
 
 
 def test_the_model_menu_takes_names_never_paths(tmp_path):

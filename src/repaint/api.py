@@ -37,6 +37,7 @@ from .settings import SamplerSettings
 from .windows import FIT_STRATEGIES, Plan, Window, paste, plan_windows, window_view
 
 __all__ = [
+    "sample_filename",
     "FIT_STRATEGIES",
     "Window",
     "Plan",
@@ -344,6 +345,11 @@ def inpaint(
 # Writing.
 # ---------------------------------------------------------------------------------------------------------------
 
+def sample_filename(name: str, seed: int) -> str:
+    """The file name of one sample of the photo ``name``: ``NAME_sSEED.png``, as every front end writes it."""
+    return f"{name}_s{seed}.png"
+
+
 def write_result(result: InpaintResult, dirs: OutputDirs | str | os.PathLike, name: str | None = None,
                  source: str | os.PathLike | None = None) -> list[Path]:
     """Write a result in the reference's layout, all files or none (each atomic, the group removed on failure):
@@ -353,7 +359,8 @@ def write_result(result: InpaintResult, dirs: OutputDirs | str | os.PathLike, na
     dirs = dirs if isinstance(dirs, OutputDirs) else OutputDirs.under(dirs)
     name = name or result.name
     masked = np.where(result.mask[..., None], result.image, 0).astype(np.uint8)
-    files = {dirs.inpainted / f"{name}_s{seed}.png": png_writer(sample) for seed, sample in result.samples.items()}
+    files = {dirs.inpainted / sample_filename(name, seed): png_writer(sample)
+             for seed, sample in result.samples.items()}
     files[dirs.gt_masked / f"{name}.png"] = png_writer(masked)
     files[dirs.gt_keep_mask / f"{name}.png"] = png_writer((result.mask * 255).astype(np.uint8))
     files[dirs.gt / f"{name}.png"] = _copy_writer(source) if _is_rgb_png(source) else png_writer(result.image)

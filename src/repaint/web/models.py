@@ -15,7 +15,10 @@ from pathlib import Path
 from ..checkpoints import resolve_checkpoint
 from ..checkpoints import PRESETS, CheckpointError
 
-__all__ = ["ModelMenu", "discover_models"]
+__all__ = ["ModelMenu", "discover_models", "FACE_NOTICE"]
+
+FACE_NOTICE = ("The bundled model is a small 64x64 demo trained on faces: it fills faces plausibly and little else, "
+               "and a larger photo is filled through 64x64 windows around the hole.")
 
 
 def discover_models(files: Sequence[str | Path] = ()) -> dict[str, str]:
@@ -55,6 +58,10 @@ class ModelMenu:
     @property
     def names(self) -> list[str]:
         return list(self.entries)
+
+    def notice(self, name: str) -> str | None:
+        """What a person should know before running ``name`` on their photo, if anything."""
+        return FACE_NOTICE if self.entries.get(name) == "default" else None
 
     def description(self, name: str) -> str:
         """One line about the model called ``name``: the preset's own words, or where a file came from."""

@@ -25,7 +25,8 @@ from ..api import Cancelled
 from ..samplers import describe
 from .errors import ERROR_RESPONSES, error_response
 from .limits import Busy, TooLarge, decode_image, decode_mask
-from .runner import SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner
+from ..api import sample_filename
+from .runner import SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner, photo_stem
 
 __all__ = ["api_router", "BodyLimit"]
 
@@ -127,7 +128,7 @@ def api_router(runner: Runner) -> APIRouter:
                           max_upload_bytes=limits.max_upload_bytes, max_calls=limits.max_calls)
 
     @router.post("/inpaint", responses={200: {"content": {"image/png": {}, "application/zip": {}},
-                                              "description": "one sample: PNG; several: ZIP of sample_sSEED.png"},
+                                              "description": "one sample: PNG; several: ZIP of PHOTO_sSEED.png"},
                                         **ERROR_RESPONSES})
     async def inpaint_route(
         request: Request,
@@ -144,7 +145,8 @@ def api_router(runner: Runner) -> APIRouter:
         n_samples: int = Form(1),
         class_label: int | None = Form(None),
     ) -> Response:
-        """Inpaint; one sample -> image/png, several -> application/zip of ``sample_sSEED.png`` files.
+        """Inpaint; one sample -> image/png, several -> application/zip of ``PHOTO_sSEED.png`` files (PHOTO: the
+        uploaded image's file name).
 
         A client that disconnects cancels its run. Errors are ``{"error": "one line"}``."""
         try:
@@ -167,15 +169,19 @@ def api_router(runner: Runner) -> APIRouter:
         except (RuntimeError, MemoryError) as err:
             log.error("the run failed: %s", err, exc_info=True)
             return error_response(500, f"the run failed on the server: {err or type(err).__name__}")
+        stem = photo_stem(image.filename, "image")
         headers = {"X-Repaint-Seeds": ",".join(map(str, opts.seeds)), "X-Repaint-Calls": str(out.calls),
                    "X-Repaint-Settings": describe(out.settings)}
         samples = out.result.samples
         if len(samples) == 1:
-            return Response(_png(next(iter(samples.values()))), media_type="image/png", headers=headers)
+            seed, array = next(iter(samples.items()))
+            headers["Content-Disposition"] = f'attachment; filename="{sample_filename(stem, seed)}"'
+            return Response(_png(array), media_type="image/png", headers=headers)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
             for s, array in samples.items():
-                archive.writestr(f"sample_s{s}.png", _png(array))
+                archive.writestr(sample_filename(stem, s), _png(array))
+        headers["Content-Disposition"] = f'attachment; filename="{stem}_samples.zip"'
         return Response(buffer.getvalue(), media_type="application/zip", headers=headers)
 
     @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

@@ -27,7 +27,7 @@ def build_server(models: dict[str, str], *, device: str = "auto", limits: Limits
     import gradio as gr
     from fastapi import FastAPI
 
-    from .app import build_app
+    from .app import CSS, build_app
 
     menu = ModelMenu(models, device)
     for name in preload:
@@ -41,7 +41,7 @@ def build_server(models: dict[str, str], *, device: str = "auto", limits: Limits
     demo = build_app(runner, out_dir)
     demo.queue(max_size=limits.max_queue + 1, default_concurrency_limit=1)  # the RunGate is the real bound
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=limits.max_upload_bytes,
-                              footer_links=["api"], show_error=True)
+                              footer_links=["api"], show_error=True, css=CSS)
     # Gradio refuses input files that were not uploaded through it (a client naming a server path) only for a
     # Blocks that "has launched", which mount_gradio_app never sets; without this, the page's event API would read
     # any file of the working directory or /tmp that a client names.
