@@ -404,8 +404,14 @@ def test_brush_names_plan_and_preview_follow_the_photo():
     import torch
 
     frame = preview(photo, keep, Window(18, 48, 64, 64), torch.ones(3, 64, 64))  # x0 = white
-    assert frame.shape == photo.shape
-    assert (frame[~keep] == 255).all() and (frame[keep] == 0).all()   # the estimate shows in the hole only
+    assert frame.shape == (64, 64, 3)                                  # the window, at the photo's resolution
+    inside = keep[18:82, 48:112]
+    assert (frame[~inside] == 255).all() and (frame[inside] == 0).all()   # the estimate shows in the hole only
+    edge = preview(photo, keep, Window(-10, 100, 64, 64), torch.ones(3, 64, 64))  # past the photo: clipped
+    assert edge.shape == (54, 50, 3)
+    big = preview(np.zeros((1500, 2000, 3), np.uint8), np.zeros((1500, 2000), bool), Window(0, 0, 1500, 2000),
+                  torch.ones(3, 64, 64))
+    assert big.shape == (768, 1024, 3) and (big == 255).all()
 
 
 def test_the_model_menu_takes_names_never_paths(tmp_path):

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 from web_server import running_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +164,8 @@ def test_paint_run_compare_use_as_input_and_run_again(page, server):
     assert "4 network calls" in status and "64x64" in status
     assert page.locator("#compare img").count() == 2        # before and after, one slider
     assert _downloads(page) == ["face_s0.png"]              # named after the photo and the seed
-    assert page.locator("#stop").is_disabled() and page.locator("#run").is_enabled()
+    expect(page.locator("#stop")).to_be_disabled()
+    expect(page.locator("#run")).to_be_enabled()
     # go on from the result: it becomes the photo, nothing painted; a new stroke and a second run
     page.locator("#use").click()
     page.locator("#plan").get_by_text("Paint over").wait_for()
@@ -179,12 +181,13 @@ def test_paint_run_compare_use_as_input_and_run_again(page, server):
     again = _fetch(page, "#gallery img")
     changed = np.abs(again.astype(int) - result).max(axis=-1) > 0
     assert changed.any() and not (changed & ~_dilate(second_hole)).any()   # the first result kept outside it
-    if os.environ.get("REPAINT_WRITE_DOCS") == "1":  # the README's picture: the model's own schedule, 230 calls
+    if os.environ.get("REPAINT_WRITE_DOCS") == "1":  # the README picture: the model's own schedule, 3 samples
         page.locator("#schedule").get_by_label("recommended").check()
         page.locator("#n-samples input[type=number]").fill("3")
         page.locator("#n-samples input[type=number]").press("Enter")
         page.locator("#run").click()
-        page.locator("#status").get_by_text("690 network calls").wait_for(timeout=600_000)
+        page.locator("#status").get_by_text("3 sample(s)").wait_for(timeout=600_000)
+        expect(page.locator("#stop")).to_be_disabled()
         page.screenshot(path=str(ROOT / "docs" / "web.png"), full_page=True)
 
 
@@ -192,9 +195,14 @@ def test_several_samples_come_with_a_zip_and_the_gallery_picks_the_compared_one(
     _open(page, FACE)
     _stroke(page, 64, 64, brush=3)
     _short_schedule(page, steps=4)
-    page.locator("#n-samples input[type=number]").fill("2")
-    page.locator("#n-samples input[type=number]").press("Enter")
-    page.locator("#plan").get_by_text("for 2 sample(s)").wait_for()
+    for attempt in range(3):   # under load a change can be answered before the one after it: set it again
+        page.locator("#n-samples input[type=number]").fill("2")
+        page.locator("#n-samples input[type=number]").press("Enter")
+        try:
+            page.locator("#plan").get_by_text("for 2 sample(s)").wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            continue
     page.locator("#run").click()
     page.locator("#status").get_by_text("2 sample(s)").wait_for()
     assert _downloads(page) == ["face_s0.png", "face_s1.png", "face_samples.zip"]
@@ -213,10 +221,14 @@ def test_progress_shows_calls_and_stop_cancels_the_run(page, server):
     page.locator("#schedule").get_by_label("paper").check()   # 2,410 calls: minutes on a CPU
     page.locator("#run").click()
     page.get_by_text(re.compile(r"\b[1-9]\d*/2\.4k calls")).first.wait_for()   # calls done / total
-    assert page.get_by_text(re.compile(r"/2\.4k calls")).count() == 1        # one progress display
-    assert page.locator("#stop").is_enabled() and page.locator("#run").is_disabled()
-    page.locator("#preview img").first.wait_for()                           # the live x0 estimate
-    assert _fetch(page, "#preview img").shape == (64, 64, 3)                 # at the photo's size
+    for _ in range(5):                                                        # one progress display, never more
+        assert page.get_by_text(re.compile(r"/2\.4k calls")).count() <= 1
+        time.sleep(0.1)
+    page.get_by_text(re.compile(r"network calls, about \d+ (min \d+ )?s left")).first.wait_for()
+    expect(page.locator("#stop")).to_be_enabled()
+    expect(page.locator("#run")).to_be_disabled()
+    page.locator("#preview img").first.wait_for()                           # the live x0 estimate, visible
+    assert _fetch(page, "#preview img").shape == (64, 64, 3)                 # the window, at the photo's size
     page.locator("#stop").click()
     page.locator("#status").get_by_text("cancelled").wait_for()
     deadline = time.monotonic() + 30
@@ -224,7 +236,8 @@ def test_progress_shows_calls_and_stop_cancels_the_run(page, server):
         assert time.monotonic() < deadline, "the cancelled run kept the device"
         time.sleep(0.2)
     assert page.locator("#gallery img").count() == 0
-    assert page.locator("#stop").is_disabled() and page.locator("#run").is_enabled()
+    expect(page.locator("#stop")).to_be_disabled()
+    expect(page.locator("#run")).to_be_enabled()
     # the device is free again: the next run starts and finishes
     _short_schedule(page, steps=4)
     page.locator("#run").click()

@@ -87,6 +87,15 @@ def _stem_of(named: dict | None, photo: np.ndarray) -> str:
     return "photo"
 
 
+def _time_left(first: tuple[float, int], calls: int, total: int | None) -> str:
+    """", about 1 min 20 s left" from the rate since the first report (empty until there is a rate)."""
+    seconds, done = time.monotonic() - first[0], calls - first[1]
+    if not total or done < 1 or seconds < 1:
+        return ""
+    left = round((total - calls) * seconds / done)
+    return f", about {left // 60} min {left % 60} s left" if left >= 60 else f", about {left} s left"
+
+
 def _int(value) -> int | None:
     return None if value is None or value == "" else int(value)
 
@@ -199,13 +208,15 @@ class _Page:
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
         skip = [gr.skip()] * 6
+        first = None   # (time, calls) of the first progress report: the rate that gives the time left
         try:
             while True:
                 kind, item = events.get()
                 if kind == "end":
                     break
                 if kind == "progress" and progress is not None:
-                    progress(item, desc="network calls", unit="calls")
+                    first = first or (time.monotonic(), item[0])
+                    progress(item, desc=f"network calls{_time_left(first, *item)}", unit="calls")
                 elif kind == "preview":
                     yield (*skip, item)
         finally:
@@ -385,7 +396,7 @@ def build_app(runner: Runner, out_dir: Path | None = None):
         started = go.click(running, None, [go, halt], queue=False, api_name=False)
         job = started.then(run, inputs, [compare, gallery, files, archive, status, result, live],
                            api_name="inpaint", concurrency_limit=1, concurrency_id="device",
-                           show_progress_on=[live])
+                           show_progress_on=[status])   # one progress display, the live preview stays visible
         job.then(idle, None, [go, halt], queue=False, api_name=False)
         halt.click(stop, None, [status, go, halt], cancels=[job], queue=False, api_name=False)
         watched = [editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample, n_samples]

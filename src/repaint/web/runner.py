@@ -30,6 +30,7 @@ __all__ = ["SAMPLER_CHOICES", "SCHEDULE_CHOICES", "RunOptions", "RunOutput", "Ru
 SCHEDULE_CHOICES = ("recommended", *SCHEDULES, "custom")
 SAMPLER_CHOICES = ("recommended", *SAMPLERS)
 PREVIEW_EVERY_S = 0.5    # the live x0 preview is composed at most this often
+PREVIEW_SIDE = 1024      # and sent at most this large (a window of a resized large photo is the whole photo)
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,20 @@ def photo_stem(filename: str | None, fallback: str = "photo") -> str:
 
 
 def preview(photo: np.ndarray, keep: np.ndarray, window: Window, pred_xstart) -> np.ndarray:
-    """The photo with its hole inside ``window`` showing the current x0 estimate (first sample, [3, s, s] in
-    [-1, 1]) scaled to the window's size: what the run will paste there if it stopped now. uint8 [H, W, 3]."""
+    """The part of the photo that ``window`` covers, at the photo's resolution, with its hole showing the current x0
+    estimate (first sample, [3, s, s] in [-1, 1]) scaled to the window: what the run would paste there if it stopped
+    now. uint8 [h, w, 3], the window clipped to the photo and at most :data:`PREVIEW_SIDE` pixels on its long side."""
     x = ((pred_xstart.detach().float().clamp(-1, 1).cpu() + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     patch = np.asarray(Image.fromarray(x).resize((window.width, window.height), Image.BICUBIC))
-    out = photo.copy()
     top, left, bottom, right = window.box()
     t, lft, b, r = max(top, 0), max(left, 0), min(bottom, photo.shape[0]), min(right, photo.shape[1])
-    region = patch[t - top:b - top, lft - left:r - left]
+    out = photo[t:b, lft:r].copy()
     hole = ~keep[t:b, lft:r]
-    out[t:b, lft:r][hole] = region[hole]
+    out[hole] = patch[t - top:b - top, lft - left:r - left][hole]
+    if max(out.shape[:2]) > PREVIEW_SIDE:
+        k = PREVIEW_SIDE / max(out.shape[:2])
+        size = (max(1, round(out.shape[1] * k)), max(1, round(out.shape[0] * k)))
+        out = np.asarray(Image.fromarray(out).resize(size, Image.BILINEAR))
     return out
 
 
