@@ -64,11 +64,11 @@ def _open(page, photo: Path) -> None:
 
 
 def _stroke(page, width: int, height: int, row: float = 0.375, start: float = 0.28, end: float = 0.72,
-            brush: int | None = None) -> None:
+            brush: int | None = None, tool: str = "Brush", until: str = "Plan:") -> None:
     """One horizontal stroke across the photo (fractions of its size) with the default brush or radius ``brush``."""
     zoom = page.locator("#editor").get_by_text(re.compile(r"^\d+%$"))
     zoom.wait_for()
-    page.get_by_label("Brush", exact=True).click()
+    page.get_by_label(tool, exact=True).click()
     if brush is not None:
         page.get_by_label("Brush Size").click()
         page.locator("#editor input[type=range]").evaluate(
@@ -87,7 +87,7 @@ def _stroke(page, width: int, height: int, row: float = 0.375, start: float = 0.
         page.mouse.up()
         page.mouse.move(box["x"] + 5, box["y"] + box["height"] - 5)  # the brush outline away from the photo
         try:
-            page.locator("#plan").get_by_text("Plan:").wait_for(timeout=5_000)
+            page.locator("#plan").get_by_text(until).wait_for(timeout=5_000)
             return
         except PlaywrightTimeout:
             continue
@@ -166,6 +166,19 @@ def test_paint_run_compare_use_as_input_and_run_again(page, server):
     assert _downloads(page) == ["face_s0.png"]              # named after the photo and the seed
     expect(page.locator("#stop")).to_be_disabled()
     expect(page.locator("#run")).to_be_enabled()
+    # undo and redo still work on the editor after the run
+    page.locator("#editor").get_by_label("Undo", exact=True).first.click()
+    page.locator("#plan").get_by_text("Paint over").wait_for()              # the stroke is gone
+    page.locator("#editor").get_by_label("Redo", exact=True).first.click()
+    assert np.array_equal(_mask(page), painted)                               # and back
+    _stroke(page, 64, 64, tool="Erase")                                       # the eraser works after a run too
+    deadline = time.monotonic() + 30
+    while True:
+        said = page.locator("#plan").inner_text()
+        if "Paint over" in said or ("Plan:" in said and _mask(page).sum() < painted.sum()):
+            break
+        assert time.monotonic() < deadline, "the eraser did not erase"
+        time.sleep(0.3)
     # go on from the result: it becomes the photo, nothing painted; a new stroke and a second run
     page.locator("#use").click()
     page.locator("#plan").get_by_text("Paint over").wait_for()
