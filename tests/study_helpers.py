@@ -65,7 +65,7 @@ def uint8(path: Path) -> np.ndarray:
 
 
 @contextmanager
-def running_server(db: Path):
+def running_server(db: Path, **options):
     """The study app under uvicorn on 127.0.0.1 at a free port, in a thread; yields its base URL."""
     import uvicorn
 
@@ -74,7 +74,7 @@ def running_server(db: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(make_app(db), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(make_app(db, **options), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

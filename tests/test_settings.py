@@ -57,3 +57,12 @@ def test_the_bundled_model_defaults_to_lanpaint_and_the_presets_mean_repaint():
     assert Runner.settings(None, bundled, RunOptions()) == bundled
     assert Runner.settings(None, bundled, RunOptions(schedule="fast")).sampler == "repaint"
     assert Runner.settings(None, bundled, RunOptions(sampler="copaint", schedule="paper")).sampler == "copaint"
+
+
+def test_more_steps_than_the_model_was_trained_with_is_said_in_the_user_s_terms():
+    from repaint.models.config import DiffusionSettings
+
+    trained = DiffusionSettings(steps=1000, noise_schedule="linear", learn_sigma=True)
+    with pytest.raises(ValueError, match=r"steps \(T\) must be at most 1,000 for this model .* got 100,000"):
+        SamplerSettings(steps=100_000).diffusion_config(trained)
+    assert SamplerSettings(steps=1000).diffusion_config(trained) is not None

@@ -436,3 +436,63 @@ def test_participants_voting_at_once_over_http(tmp_path):
     con = connect(db)
     assert tuple(con.execute("SELECT count(*), count(choice) FROM trials").fetchone()) == (72, 72)
     assert con.execute("SELECT count(*) FROM trials WHERE side <> 'left'").fetchone()[0] == 0
+
+
+def test_votes_need_the_key_issued_at_enrolment(tmp_path, two):
+    """The participant id is not a credential: another client naming it can neither vote nor take it over."""
+    from fastapi.testclient import TestClient
+
+    from repaint.study.server import make_app
+
+    db = tmp_path / "s.db"
+    create_study(db, [two["ours"], two["base"]], repeat_share=0.0)
+    app = make_app(db)
+    owner, intruder = TestClient(app), TestClient(app)
+    trial = owner.post("/api/next", json={"participant": "p1"}).json()["trial"]
+    key = owner.cookies.get("repaint_study_key")
+    assert key and len(key) >= 40 and "p1" not in key
+    body = {"participant": "p1", "token": trial["token"], "side": "left", "rt_ms": 1.0}
+    refused = intruder.post("/api/vote", json=body)
+    assert refused.status_code == 403 and set(refused.json()) == {"error"}
+    assert intruder.post("/api/next", json={"participant": "p1"}).status_code == 403    # no take-over either
+    intruder.cookies.set("repaint_study_key", "x" * 43, path="/api")
+    assert intruder.post("/api/vote", json=body).status_code == 403                      # nor a guessed key
+    assert connect(db).execute("SELECT count(choice) FROM trials").fetchone()[0] == 0
+    assert owner.post("/api/vote", json=body).json()["recorded"]
+    assert owner.post("/api/next", json={"participant": "p1"}).json()["answered"] == 1   # the owner goes on
+
+
+def test_enrolment_is_rate_limited_per_client(tmp_path, two):
+    from fastapi.testclient import TestClient
+
+    from repaint.study.server import make_app
+
+    db = tmp_path / "s.db"
+    create_study(db, [two["ours"], two["base"]], repeat_share=0.0)
+    client = TestClient(make_app(db, enrol_limit=3, enrol_window=60))
+    for i in range(3):
+        assert client.post("/api/next", json={"participant": f"bot{i}"}).status_code == 200
+    refused = client.post("/api/next", json={"participant": "bot3"})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert "too many" in refused.json()["error"]
+    assert connect(db).execute("SELECT count(*) FROM participants").fetchone()[0] == 3
+    assert client.post("/api/next", json={"participant": "bot2"}).status_code == 200   # enrolled ones go on
+
+
+def test_study_errors_are_400_with_one_line_and_no_echo(tmp_path, two):
+    from fastapi.testclient import TestClient
+
+    from repaint.study.server import make_app
+
+    db = tmp_path / "s.db"
+    create_study(db, [two["ours"], two["base"]], repeat_share=0.0)
+    client = TestClient(make_app(db))
+    for body, words in (({}, "participant is missing"), ({"participant": "<script>" * 20}, "participant must be"),
+                        ({"participant": 5}, "participant must be text")):
+        response = client.post("/api/next", json=body)
+        assert response.status_code == 400 and set(response.json()) == {"error"}, response.text
+        assert words in response.json()["error"] and "<script>" not in response.text
+    response = client.post("/api/next", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+    assert client.post("/api/vote", json={"participant": "p"}).json() == {"error": "token is missing; side is missing"}
+    assert client.get("/img/" + "0" * 32).json() == {"error": "no such image"}

@@ -4,7 +4,10 @@ answers "busy"; no client-supplied path reaches the file system. (The page itsel
 from __future__ import annotations
 
 import io
+import select
+import socket
 import threading
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,15 +103,28 @@ def test_several_samples_come_back_as_a_zip_of_pngs(server):
     response = _post(server, n_samples=2, seed=7)
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-        assert sorted(archive.namelist()) == ["sample_s7.png", "sample_s8.png"]
-        a, b = (_array(archive.read(n)) for n in ("sample_s7.png", "sample_s8.png"))
+        assert sorted(archive.namelist()) == ["image_s7.png", "image_s8.png"]   # named after the upload
+        a, b = (_array(archive.read(n)) for n in ("image_s7.png", "image_s8.png"))
+    assert response.headers["content-disposition"] == 'attachment; filename="image_samples.zip"'
     assert a.shape == b.shape == (64, 64, 3) and not np.array_equal(a, b)
 
 
-def test_models_lists_the_menu_and_the_choices(server):
+def test_models_lists_the_menu_with_descriptions_and_the_choices(server):
     info = httpx.get(f"{server}/api/models", timeout=10).json()
-    assert info["models"][0] == "default"
+    assert info["models"][0]["name"] == "default" and "64x64 faces" in info["models"][0]["description"]
+    assert all(m["description"] and "\n" not in m["description"] for m in info["models"])
     assert "repaint" in info["samplers"] and {"fast", "paper", "custom"} <= set(info["schedules"])
+    assert info["max_calls"] == Limits().max_calls
+
+
+def test_the_openapi_schema_documents_the_error_answers_not_422(server):
+    spec = httpx.get(f"{server}/api/openapi.json", timeout=10).json()
+    answers = spec["paths"]["/api/inpaint"]["post"]["responses"]
+    assert {"200", "400", "413", "503"} <= set(answers) and "422" not in answers
+    assert answers["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    models = spec["paths"]["/api/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert models["$ref"].endswith("/ModelsInfo")
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -124,19 +140,44 @@ def test_models_lists_the_menu_and_the_choices(server):
     (dict(n_samples=99), "number of samples"),
     (dict(steps=1), "steps must be at least 2"),
     (dict(class_label=3), "class label"),
+    (dict(steps=100000), "steps (T) must be at most 1,000 for this model"),
+    (dict(n_samples="abc"), "n_samples must be a whole number"),
+    (dict(seed="1.5e9x"), "seed must be a whole number"),
+    (dict(invert_mask="perhaps"), "invert_mask must be true or false"),
 ])
 def test_bad_requests_get_a_one_line_error_and_the_server_stays_up(server, fields, message):
     response = _post(server, **fields)
     assert response.status_code == 400, response.text[:300]
     error = response.json()["error"]
     assert message in error and "\n" not in error and "Traceback" not in error
+    assert set(response.json()) == {"error"}
+    for sent in fields.values():  # the answer never echoes what was sent
+        assert not isinstance(sent, str) or len(sent) < 4 or sent not in error
     assert alive(server)
 
 
-def test_a_request_without_a_mask_is_refused(server):
-    response = httpx.post(f"{server}/api/inpaint", files={"image": ("a.png", FACE, "image/png")}, timeout=10)
-    assert response.status_code == 422
+def test_a_request_without_a_mask_is_a_400_that_names_the_field(server):
+    response = httpx.post(f"{server}/api/inpaint", files={"image": ("a.png", FACE, "image/png")},
+                          data={"n_samples": "lots"}, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {"error": "mask is missing; n_samples must be a whole number"}
     assert alive(server)
+
+
+def test_unknown_routes_and_methods_answer_in_the_same_shape(server):
+    assert httpx.get(f"{server}/api/nothing", timeout=10).json() == {"error": "Not Found"}
+    response = httpx.get(f"{server}/api/inpaint", timeout=10)
+    assert response.status_code in (404, 405) and set(response.json()) == {"error"}
+
+
+def test_a_client_that_disconnects_cancels_its_run(server):
+    with pytest.raises(httpx.ReadTimeout):   # the paper's 2,410 calls: minutes on a CPU; the client gives up
+        _post(server, timeout=3, schedule="paper")
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server}/api/health", timeout=10).json()["runs_admitted"]:
+        assert time.monotonic() < deadline, "the abandoned run kept the device"
+        time.sleep(0.2)
+    assert _post(server).status_code == 200
 
 
 def test_no_file_on_the_server_is_reachable_by_a_client_path(server):
@@ -180,6 +221,38 @@ def test_uploads_over_the_byte_or_pixel_limit_get_413(tight_server):
     response = httpx.post(f"{tight_server}/api/inpaint", content=huge, timeout=10,
                           headers={"content-type": "application/octet-stream"})
     assert response.status_code == 413
+    assert alive(tight_server)
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit_not_after(tight_server):
+    """No Content-Length: the body is counted as it streams; the 413 comes while the client is still sending."""
+    host, port = tight_server.removeprefix("http://").split(":")
+    head = (f"POST /api/inpaint HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Type: multipart/form-data; boundary=xx\r\n\r\n").encode()
+    part = b'--xx\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+    chunk = bytes(64 * 1024)
+    sent, answer = 0, b""
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head + b"%x\r\n%s\r\n" % (len(part), part))
+        while sent < 40 * 2**20 and not answer:
+            try:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                break
+            sent += len(chunk)
+            if select.select([conn], [], [], 0)[0]:
+                answer = conn.recv(65536)
+        while b"}" not in answer:     # the rest of the JSON answer
+            try:
+                more = conn.recv(65536)
+            except OSError:
+                break
+            if not more:
+                break
+            answer += more
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"over the server's limit" in answer
+    assert sent < 40 * 2**20         # refused while sending (the limit is 1.1 MB; socket buffers hold a few MB)
     assert alive(tight_server)
 
 
@@ -277,7 +350,7 @@ def test_editor_layers_become_the_hole_at_the_photo_size():
     image, painted = editor_arrays({"background": photo, "layers": [layer], "composite": None})
     assert image.shape == (40, 60, 3) and painted.shape == (40, 60)
     assert painted[10:20, 20:40].all() and painted.sum() == 10 * 20
-    with pytest.raises(ValueError, match="upload a photo"):
+    with pytest.raises(ValueError, match="open a photo"):
         editor_arrays({"background": None, "layers": [], "composite": None})
 
 
@@ -291,13 +364,54 @@ def test_an_uploaded_mask_adds_its_black_to_the_painted_hole(tmp_path):
     mask[7, 7] = 0                                    # uploaded: black (fill) at (7, 7)
     (tmp_path / "mask.png").write_bytes(_png(mask))
     editor = {"background": photo, "layers": [layer], "composite": None}
-    _, keep = page._keep_mask(editor, str(tmp_path / "mask.png"), invert=False)
+    _, keep = page.keep_mask(editor, str(tmp_path / "mask.png"), invert=False)
     assert not keep[0, 0] and not keep[7, 7] and keep.sum() == 62
-    _, keep = page._keep_mask(editor, str(tmp_path / "mask.png"), invert=True)   # white = hole: all but (7, 7)
+    _, keep = page.keep_mask(editor, str(tmp_path / "mask.png"), invert=True)   # white = hole: all but (7, 7)
     assert keep.sum() == 1 and keep[7, 7]
     (tmp_path / "small.png").write_bytes(_png(mask[:4]))
     with pytest.raises(ValueError, match="same size"):
-        page._keep_mask(editor, str(tmp_path / "small.png"), invert=False)
+        page.keep_mask(editor, str(tmp_path / "small.png"), invert=False)
+
+
+def test_a_person_s_mistakes_on_the_page_are_said_there_and_not_logged(server, capfd):
+    face = {"path": str(EXAMPLES / "face.png"), "meta": {"_type": "gradio.FileData"}}
+    uploaded = {**face, "path": httpx.post(f"{server}/gradio_api/upload", timeout=30,
+                                           files={"files": ("face.png", FACE, "image/png")}).json()[0]}
+    settings = ["default", "repaint", "custom", 4, 1, 1, 0, 1]
+    for editor, words in ((None, "open a photo first"),
+                          ({"background": uploaded, "layers": [], "composite": None}, "nothing to fill")):
+        stream = _gradio_call(server, [editor, None, False, *settings])
+        assert "event: error" in stream and words in stream, stream[-300:]
+    log = capfd.readouterr()
+    assert "Traceback" not in log.err + log.out
+
+
+def test_brush_names_plan_and_preview_follow_the_photo():
+    from repaint.api import Window
+    from repaint.web.app import brush_radius
+    from repaint.web.runner import photo_stem, preview
+
+    assert brush_radius(64, 64) == 2 and brush_radius(451, 300) == 8 and brush_radius(2000, 1500) == 38
+    assert photo_stem("holiday photo (2).JPG") == "holiday_photo_2" and photo_stem("../../x.png") == "x"
+    assert photo_stem(None) == "photo" and photo_stem("....png", "image") == "image"
+    runner = Runner(ModelMenu({"default": "default"}), Limits(max_calls=300))
+    keep = np.ones((100, 150), bool)
+    keep[40:60, 60:100] = False
+    said = runner.describe_plan(keep, RunOptions())
+    assert "1 window(s) of 64x64" in said and "230 network calls for 1 sample(s)" in said
+    assert "Over this server's limit" in runner.describe_plan(keep, RunOptions(schedule="paper"))
+    photo = np.zeros((100, 150, 3), np.uint8)
+    import torch
+
+    frame = preview(photo, keep, Window(18, 48, 64, 64), torch.ones(3, 64, 64))  # x0 = white
+    assert frame.shape == (64, 64, 3)                                  # the window, at the photo's resolution
+    inside = keep[18:82, 48:112]
+    assert (frame[~inside] == 255).all() and (frame[inside] == 0).all()   # the estimate shows in the hole only
+    edge = preview(photo, keep, Window(-10, 100, 64, 64), torch.ones(3, 64, 64))  # past the photo: clipped
+    assert edge.shape == (54, 50, 3)
+    big = preview(np.zeros((1500, 2000, 3), np.uint8), np.zeros((1500, 2000), bool), Window(0, 0, 1500, 2000),
+                  torch.ones(3, 64, 64))
+    assert big.shape == (768, 1024, 3) and (big == 255).all()
 
 
 def test_the_model_menu_takes_names_never_paths(tmp_path):
@@ -340,3 +454,54 @@ def test_serve_refuses_a_port_in_use_in_one_line():
     assert result.exit_code == 2
     assert result.output.startswith(f"repaint: error: cannot listen on 127.0.0.1:{port}")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_the_server_cleanly_while_runs_are_in_progress(tmp_path):
+    """SIGINT with an API run and a page run in progress: the API client gets 503, the process exits at once with
+    status 0, and its log holds no traceback (no CancelledError, no 500)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from web_server import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "repaint", "serve", "--port", str(port), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if alive(url):
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
+                time.sleep(0.3)
+        with ThreadPoolExecutor(2) as pool:
+            api = pool.submit(_post, url, timeout=60, schedule="paper")
+            face = {"path": str(EXAMPLES / "face.png"), "meta": {"_type": "gradio.FileData"}}
+            page = pool.submit(lambda: httpx.post(f"{url}/gradio_api/upload", timeout=30,
+                                                  files={"files": ("face.png", FACE, "image/png")}).json())
+            uploaded = {**face, "path": page.result()[0]}
+            layer = np.zeros((64, 64, 4), np.uint8)
+            layer[20:30, 20:40] = 255
+            up_layer = httpx.post(f"{url}/gradio_api/upload", timeout=30,
+                                  files={"files": ("l.png", _png(layer), "image/png")}).json()[0]
+            editor = {"background": uploaded, "layers": [{**face, "path": up_layer}], "composite": None}
+            stream = pool.submit(_gradio_call, url, [editor, None, False, "default", "recommended", "paper", 4, 1, 1,
+                                                     0, 1])
+            while httpx.get(f"{url}/api/health", timeout=10).json()["runs_admitted"] < 2:
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            answer = api.result(timeout=30)
+            assert answer.status_code == 503 and "shutting down" in answer.json()["error"]
+            stream.result(timeout=30)
+        log, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, log
+    assert "Traceback" not in log and "CancelledError" not in log and "500" not in log, log

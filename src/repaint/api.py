@@ -40,6 +40,7 @@ from .settings import SamplerSettings
 from .windows import FIT_STRATEGIES, Plan, Window, native_plan, native_view, paste, plan_windows, window_view
 
 __all__ = [
+    "sample_filename",
     "FIT_STRATEGIES",
     "Window",
     "Plan",
@@ -422,10 +423,15 @@ def inpaint(
 # Writing.
 # ---------------------------------------------------------------------------------------------------------------
 
+def sample_filename(name: str, seed: int) -> str:
+    """The file name of one sample of the photo ``name``: ``NAME_sSEED.png``, as every front end writes it."""
+    return f"{name}_s{seed}.png"
+
+
 def result_paths(dirs: OutputDirs | str | os.PathLike, name: str, seeds: Sequence[int]) -> dict[str, list[Path]]:
     """The files :func:`write_result` writes for photo ``name`` and ``seeds``, by folder key."""
     dirs = dirs if isinstance(dirs, OutputDirs) else OutputDirs.under(dirs)
-    return {"inpainted": [dirs.inpainted / f"{name}_s{seed}.png" for seed in seeds],
+    return {"inpainted": [dirs.inpainted / sample_filename(name, seed) for seed in seeds],
             "gt_masked": [dirs.gt_masked / f"{name}.png"], "gt_keep_mask": [dirs.gt_keep_mask / f"{name}.png"],
             "gt": [dirs.gt / f"{name}.png"]}
 

@@ -64,6 +64,9 @@ class SamplerSettings(JumpParams):
 
     def diffusion_config(self, trained) -> DiffusionConfig:
         """The respaced diffusion for a checkpoint trained as ``trained`` (a models.config.DiffusionSettings)."""
+        if not self.timestep_respacing and self.steps > trained.steps:
+            raise ValueError(f"steps (T) must be at most {trained.steps:,} for this model (the noise levels it was "
+                             f"trained with), got {self.steps:,}")
         return trained.diffusion_config(self.respacing())
 
     def jump_schedule(self, t_T: int) -> JumpSchedule:

@@ -59,21 +59,23 @@ def serve(host: str, port: int, share: bool, models: tuple[str, ...], device: st
     device = device_of(device)
     _check_port(host, port)
     try:
-        import uvicorn
-
-        from ..web.server import build_server
+        from ..web.server import build_server, uvicorn_server
     except ImportError as err:
         raise click.ClickException(f"the web app needs the web extra: pip install 'repaint[web]' ({err})") from None
     given = set(models)
     named = [name for name, source in menu.items()
              if source != "default" and (source not in PRESETS or source in given)]  # loaded (or fetched) now
     app = build_server(menu, device=device, limits=limits, preload=named)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn_server(app, host, port)
     click.echo(f"repaint: models {', '.join(menu)} on {device}; open http://{host}:{port} (HTTP API: "
                f"POST http://{host}:{port}/api/inpaint); Ctrl+C stops")
     if share:
         _share_when_started(server, host, port)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:   # uvicorn re-raises Ctrl+C once it has shut down cleanly
+        pass
+    click.echo("repaint: server stopped")
 
 
 def _check_port(host: str, port: int) -> None:

@@ -84,12 +84,15 @@ def create(study_file, sources, masked, reference, per_participant, repeat_share
 @click.argument("study_file", metavar="STUDY", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 exposes the study to your network.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, help="Port to listen on.")
+@click.option("--enrol-limit", type=click.IntRange(min=1), default=10, show_default=True,
+              help="New participants one client address may enrol per minute (raise it for a lab behind one NAT).")
 @_errors
-def serve(study_file, host, port) -> None:
+def serve(study_file, host, port, enrol_limit) -> None:
     """Serve STUDY's page: one pair at a time, keys 1/2 or arrow keys or clicks; votes go into STUDY.
 
     Participants open http://HOST:PORT/ (or /?pid=ID to fill in their id) and may stop and come back with the
-    same id. Stop the server with Ctrl-C; the votes are already on disk.
+    same id in the same browser (enrolment gives that browser the id's key, a cookie). Stop the server with Ctrl-C;
+    the votes are already on disk.
 
     \b
     Example:
@@ -102,7 +105,7 @@ def serve(study_file, host, port) -> None:
     except ImportError as err:
         raise StudyError(f"repaint study serve needs fastapi and uvicorn (pip install 'repaint[study]'): {err}") \
             from None
-    app = make_app(study_file)
+    app = make_app(study_file, enrol_limit=enrol_limit)
 
     click.echo(f"study page at http://{host}:{port}/  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

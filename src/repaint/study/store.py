@@ -42,7 +42,8 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "PARTICIPANT_RE", "RT_TOLERANCE_MS", "SCHEMA_VERSION", "Source", "StudyConflict", "StudyError", "Vote", "connect",
-    "create_study", "image_png", "next_trial", "read_source", "record_vote", "study_info",
+    "create_study", "image_png", "next_trial", "read_source", "record_vote", "study_info", "StudyDenied", "enrol",
+    "check_key",
 ]
 
 SCHEMA_VERSION = 1
@@ -79,6 +80,10 @@ CREATE INDEX trials_pair ON trials(pair);
 
 class StudyError(ValueError):
     """A study that cannot be built or used as asked (sources that do not line up, a bad vote, not a study file)."""
+
+
+class StudyDenied(StudyError):
+    """The request does not carry the participant's key (or the participant id is someone else's)."""
 
 
 class StudyConflict(StudyError):
@@ -411,6 +416,38 @@ def _join(con: sqlite3.Connection, participant: str) -> None:
         con.execute("INSERT INTO participants VALUES (?, ?, ?)", (participant, number, time.time()))
         con.executemany("INSERT INTO trials(token, participant, position, pair, left_method, right_method, repeat_of)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?)", _draw_trials(con, _meta(con), participant, number))
+
+
+# Keys: the id a participant types is not a credential (ids are short and guessable). At enrolment the server issues
+# a random key and stores only its hash; every later request for that participant must carry it. The table is added
+# to older study files when first needed, so their votes stay readable.
+_KEYS = ("CREATE TABLE IF NOT EXISTS participant_keys(participant TEXT PRIMARY KEY REFERENCES participants(id), "
+         "key_hash TEXT NOT NULL)")
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def enrol(con: sqlite3.Connection, participant: str) -> str:
+    """Join ``participant`` (drawing their trials) and return their new secret key; :class:`StudyDenied` if the id
+    has a key already (someone enrolled with it). A participant who joined before keys existed claims a key once."""
+    _join(con, participant)
+    key = secrets.token_urlsafe(32)
+    con.execute(_KEYS)
+    with _write(con):
+        if con.execute("SELECT 1 FROM participant_keys WHERE participant = ?", (participant,)).fetchone():
+            raise StudyDenied("this participant id is taken; continue in the browser you started in, or choose "
+                              "another id")
+        con.execute("INSERT INTO participant_keys VALUES (?, ?)", (participant, _hash(key)))
+    return key
+
+
+def check_key(con: sqlite3.Connection, participant: str, key: str | None) -> bool:
+    """Whether ``key`` is ``participant``'s (compared in constant time)."""
+    con.execute(_KEYS)
+    row = con.execute("SELECT key_hash FROM participant_keys WHERE participant = ?", (participant,)).fetchone()
+    return bool(row is not None and key and secrets.compare_digest(row[0], _hash(key)))
 
 
 def _fill_token(con: sqlite3.Connection, item: int, method: int) -> str:

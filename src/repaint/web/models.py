@@ -16,7 +16,10 @@ from pathlib import Path
 from ..checkpoints import PRESETS, CheckpointError, search_dirs
 from ..checkpoints.download import find_on_disk
 
-__all__ = ["ModelMenu", "discover_models", "describe_entry"]
+__all__ = ["ModelMenu", "discover_models", "describe_entry", "FACE_NOTICE"]
+
+FACE_NOTICE = ("The bundled model is a small 64x64 demo trained on faces: it fills faces plausibly and little else, "
+               "and a larger photo is filled through 64x64 windows around the hole.")
 
 
 def discover_models(files: Sequence[str | Path] = ()) -> dict[str, str]:
@@ -75,6 +78,14 @@ class ModelMenu:
         """Menu name -> one line about the model (:func:`describe_entry`)."""
         return {name: describe_entry(source) for name, source in self.entries.items()}
 
+    def notice(self, name: str) -> str | None:
+        """What a person should know before running ``name`` on their photo, if anything."""
+        return FACE_NOTICE if self.entries.get(name) == "default" else None
+
+    def description(self, name: str) -> str:
+        """One line about the model called ``name``: the preset's own words, or where a file came from."""
+        return describe_entry(self.entries[name])
+
     def loaded(self, name: str):
         """The inpainter called ``name`` if it is loaded already, else None (nothing is loaded here)."""
         with self._lock:
@@ -83,7 +94,7 @@ class ModelMenu:
     def get(self, name: str):
         """The :class:`repaint.inpainter.Inpainter` called ``name``; ValueError for a name not on the menu."""
         if name not in self.entries:
-            raise ValueError(f"unknown model {name!r}; this server offers: {', '.join(self.entries)}")
+            raise ValueError(f"unknown model; this server offers: {', '.join(self.entries)}")
         with self._lock:
             if name not in self._loaded:
                 from ..api import load_inpainter

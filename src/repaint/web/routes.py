@@ -1,30 +1,36 @@
 """The HTTP API for scripts: ``POST /api/inpaint`` (image + mask + settings in, PNG or ZIP of PNGs out).
 
-Errors are JSON ``{"error": "one line"}``: 400 bad input, 413 upload too large, 503 busy (with Retry-After),
-500 the run failed. ``GET /api/models`` lists what a client may choose; ``GET /api/health`` says the server is up.
+Errors are JSON ``{"error": "one line"}`` that never repeats the input: 400 bad input (a missing or malformed
+field too), 413 upload or body too large (declared or streamed), 503 busy or shutting down (with Retry-After), 500
+the run failed. A client that disconnects cancels its run.
+``GET /api/models`` lists what a client may choose; ``GET /api/health`` says the server is up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
+import threading
 import zipfile
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..api import Cancelled
-from .limits import Busy, TooLarge, decode_image, decode_mask
 from ..samplers import describe
-from .runner import SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner
+from .errors import ERROR_RESPONSES, error_response
+from .limits import Busy, TooLarge, decode_image, decode_mask
+from ..api import sample_filename
+from .runner import SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner, photo_stem
 
-__all__ = ["api_router", "limit_request_size"]
+__all__ = ["api_router", "BodyLimit"]
 
-
-def _error(status: int, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": " ".join(message.split())}, status_code=status, headers=headers or None)
+log = logging.getLogger("repaint.web")
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -41,17 +47,68 @@ async def _read(upload: UploadFile, limit: int, what: str) -> bytes:
     return data
 
 
-def limit_request_size(max_bytes: int):
-    """ASGI middleware factory: refuse an /api/ request whose declared body is larger than ``max_bytes`` (413)."""
+class BodyLimit:
+    """ASGI middleware: an /api/ request body may be at most ``max_bytes``, declared or streamed.
 
-    async def middleware(request: Request, call_next):
-        if request.url.path.startswith("/api/"):
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > max_bytes):
-                return _error(413, f"request body over the server's limit of {max_bytes / 2**20:.1f} MB")
-        return await call_next(request)
+    A Content-Length over the limit is refused before anything is read; a body without one (chunked transfer) is
+    counted as it arrives and refused with 413 the moment it passes the limit, so no more than the limit is ever
+    parsed or spooled to disk.
+    """
 
-    return middleware
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    def _message(self) -> str:
+        return f"request body over the server's limit of {self.max_bytes / 2**20:.1f} MB"
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await error_response(413, self._message())(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class ModelInfo(BaseModel):
+    name: str
+    description: str
+
+
+class ModelsInfo(BaseModel):
+    models: list[ModelInfo]
+    samplers: list[str]
+    schedules: list[str]
+    max_samples: int
+    max_pixels: int
+    max_upload_bytes: int
+    max_calls: int
+
+
+async def _run_until_disconnect(request: Request, runner: Runner, photo, keep, opts: RunOptions):
+    """Run in a worker thread; if the client goes away meanwhile, cancel the run at its next network call."""
+    cancel = threading.Event()
+    job = asyncio.ensure_future(run_in_threadpool(runner.run, photo, keep, opts, cancel=cancel))
+    try:
+        while not job.done():
+            await asyncio.wait({job}, timeout=0.25)
+            if not job.done() and await request.is_disconnected():
+                cancel.set()
+        return job.result()
+    except asyncio.CancelledError:  # the server is stopping this request: let the worker let go of the device
+        cancel.set()
+        raise
 
 
 def api_router(runner: Runner) -> APIRouter:
@@ -63,18 +120,22 @@ def api_router(runner: Runner) -> APIRouter:
         return {"status": "ok", "runs_admitted": runner.gate.admitted, "max_queue": limits.max_queue}
 
     @router.get("/models")
-    def models() -> dict:
-        return {"models": runner.menu.names, "descriptions": runner.menu.descriptions,
-                "samplers": list(SAMPLER_CHOICES), "schedules": list(SCHEDULE_CHOICES),
-                "max_samples": limits.max_samples, "max_pixels": limits.max_pixels,
-                "max_upload_bytes": limits.max_upload_bytes}
+    def models() -> ModelsInfo:
+        """The models a client may name (with one line about each), the samplers and schedules, and the limits."""
+        menu = [ModelInfo(name=name, description=runner.menu.description(name)) for name in runner.menu.names]
+        return ModelsInfo(models=menu, samplers=list(SAMPLER_CHOICES), schedules=list(SCHEDULE_CHOICES),
+                          max_samples=limits.max_samples, max_pixels=limits.max_pixels,
+                          max_upload_bytes=limits.max_upload_bytes, max_calls=limits.max_calls)
 
-    @router.post("/inpaint", responses={200: {"content": {"image/png": {}, "application/zip": {}}}})
+    @router.post("/inpaint", responses={200: {"content": {"image/png": {}, "application/zip": {}},
+                                              "description": "one sample: PNG; several: ZIP of PHOTO_sSEED.png"},
+                                        **ERROR_RESPONSES})
     async def inpaint_route(
+        request: Request,
         image: UploadFile = File(..., description="the photo (PNG, JPEG, WebP, ...)"),
         mask: UploadFile = File(..., description="same size as the photo; white = keep, black = fill"),
         invert_mask: bool = Form(False, description="the mask uses white for the region to fill"),
-        model: str = Form("default"),
+        model: str = Form("default", description="a name from GET /api/models"),
         sampler: str = Form("recommended", description="recommended (the model's own) or a sampler name"),
         schedule: str = Form("recommended", description="recommended, fast, paper or custom"),
         steps: int | None = Form(None, description="T (custom schedule)"),
@@ -84,30 +145,47 @@ def api_router(runner: Runner) -> APIRouter:
         n_samples: int = Form(1),
         class_label: int | None = Form(None),
     ) -> Response:
-        """Inpaint; one sample -> image/png, several -> application/zip of ``sample_sSEED.png`` files."""
+        """Inpaint; one sample -> image/png, several -> application/zip of ``PHOTO_sSEED.png`` files (PHOTO: the
+        uploaded image's file name).
+
+        A client that disconnects cancels its run. Errors are ``{"error": "one line"}``."""
         try:
             photo = decode_image(await _read(image, limits.max_upload_bytes, "image"), limits, "image")
             keep = decode_mask(await _read(mask, limits.max_upload_bytes, "mask"), limits, invert_mask, "mask")
             opts = RunOptions(model, sampler, schedule, steps, jump_length, jump_n_sample, seed, n_samples,
                               class_label)
-            out = await run_in_threadpool(runner.run, photo, keep, opts)
+            out = await _run_until_disconnect(request, runner, photo, keep, opts)
         except TooLarge as err:
-            return _error(413, str(err))
+            return error_response(413, str(err))
         except Busy as err:
-            return _error(503, str(err), **{"Retry-After": "10"})
+            return error_response(503, str(err), **{"Retry-After": "10"})
         except (ValueError, TypeError) as err:
-            return _error(400, str(err))
-        except (RuntimeError, MemoryError, Cancelled) as err:
-            return _error(500, str(err) or type(err).__name__)
+            return error_response(400, str(err))
+        except Cancelled as err:
+            if runner.stopping.is_set():
+                return error_response(503, "the server is shutting down; try again when it is back",
+                                      **{"Retry-After": "30"})
+            return error_response(400, f"the run was {err}")      # the client went away: nobody reads this
+        except (RuntimeError, MemoryError) as err:
+            log.error("the run failed: %s", err, exc_info=True)
+            return error_response(500, f"the run failed on the server: {err or type(err).__name__}")
+        stem = photo_stem(image.filename, "image")
         headers = {"X-Repaint-Seeds": ",".join(map(str, opts.seeds)), "X-Repaint-Calls": str(out.calls),
                    "X-Repaint-Settings": describe(out.settings)}
         samples = out.result.samples
         if len(samples) == 1:
-            return Response(_png(next(iter(samples.values()))), media_type="image/png", headers=headers)
+            seed, array = next(iter(samples.items()))
+            headers["Content-Disposition"] = f'attachment; filename="{sample_filename(stem, seed)}"'
+            return Response(_png(array), media_type="image/png", headers=headers)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
             for s, array in samples.items():
-                archive.writestr(f"sample_s{s}.png", _png(array))
+                archive.writestr(sample_filename(stem, s), _png(array))
+        headers["Content-Disposition"] = f'attachment; filename="{stem}_samples.zip"'
         return Response(buffer.getvalue(), media_type="application/zip", headers=headers)
+
+    @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def not_found(rest: str) -> None:   # otherwise the page mounted at / would answer in its own shape
+        raise HTTPException(404, "Not Found")
 
     return router

@@ -7,30 +7,30 @@ to the model and how the hole is filled is the library's.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from ..api import Cancelled, InpaintResult, Progress, inpaint, model_note, planned_calls
+from ..api import Cancelled, InpaintResult, Plan, Progress, Window, inpaint, model_note, plan
 from ..samplers import SAMPLERS
 from ..settings import SCHEDULES, SamplerSettings, resolve_settings
 from .limits import Limits, RunGate, check_pixels
 from .models import ModelMenu
 
-__all__ = ["SAMPLER_CHOICES", "SCHEDULE_CHOICES", "RunOptions", "RunOutput", "Runner", "write_animation"]
+__all__ = ["SAMPLER_CHOICES", "SCHEDULE_CHOICES", "RunOptions", "RunOutput", "Runner", "photo_stem", "preview"]
 
 # "recommended" is the model's own sampler and schedule (the bundled face model's: lanpaint, 46 steps); the presets
 # and "custom" (the paper's schedule with the T, j, r given: resampling at every t, so T=250, j=10, r=10 is 2,410
 # calls on any model) are RePaint's. An explicit sampler overrides the schedule's.
 SCHEDULE_CHOICES = ("recommended", *SCHEDULES, "custom")
 SAMPLER_CHOICES = ("recommended", *SAMPLERS)
-FRAMES_PER_RUN = 48      # x0 estimates kept for the animation
-ANIMATION_SIDE = 256     # small models' frames are enlarged (nearest neighbour) to at least this many pixels
+PREVIEW_EVERY_S = 0.5    # the live x0 preview is composed at most this often
+PREVIEW_SIDE = 1024      # and sent at most this large (a window of a resized large photo is the whole photo)
 
 
 @dataclass(frozen=True)
@@ -56,29 +56,39 @@ class RunOptions:
 class RunOutput:
     result: InpaintResult
     settings: SamplerSettings
-    planned: int                                          # network calls planned
+    plan: Plan
     calls: int                                            # network calls made
     seconds: float
-    frames: list[np.ndarray] = field(default_factory=list)  # uint8 [h, w, 3]: x0 estimates, samples side by side
     about: str = ""                                       # what the model was trained on, at what size
     note: str | None = None                               # the model does not know such photos (api.model_note)
 
-
-def _frame(pred_xstart) -> np.ndarray:
-    """[B, 3, s, s] in [-1, 1] -> uint8 [s*k, B'*s*k, 3], at most four samples side by side, enlarged k times."""
-    x = pred_xstart[:4].detach().float().clamp(-1, 1).cpu()
-    x = ((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    tiled = np.concatenate(list(x), axis=1)
-    k = max(1, ANIMATION_SIDE // x.shape[1])
-    return tiled.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else tiled
+    @property
+    def planned(self) -> int:
+        return self.plan.calls
 
 
-def write_animation(frames: list[np.ndarray], path: Path, ms_per_frame: int = 80) -> Path:
-    """An animated GIF of the frames (the last one held for a second)."""
-    images = [Image.fromarray(f) for f in frames]
-    durations = [ms_per_frame] * (len(images) - 1) + [1000]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False)
-    return path
+def photo_stem(filename: str | None, fallback: str = "photo") -> str:
+    """A safe stem for the files made from an upload: ``holiday photo (2).JPG`` -> ``holiday_photo_2``."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", (filename or "").rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("._-")
+    return stem[:64] or fallback
+
+
+def preview(photo: np.ndarray, keep: np.ndarray, window: Window, pred_xstart) -> np.ndarray:
+    """The part of the photo that ``window`` covers, at the photo's resolution, with its hole showing the current x0
+    estimate (first sample, [3, s, s] in [-1, 1]) scaled to the window: what the run would paste there if it stopped
+    now. uint8 [h, w, 3], the window clipped to the photo and at most :data:`PREVIEW_SIDE` pixels on its long side."""
+    x = ((pred_xstart.detach().float().clamp(-1, 1).cpu() + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    patch = np.asarray(Image.fromarray(x).resize((window.width, window.height), Image.BICUBIC))
+    top, left, bottom, right = window.box()
+    t, lft, b, r = max(top, 0), max(left, 0), min(bottom, photo.shape[0]), min(right, photo.shape[1])
+    out = photo[t:b, lft:r].copy()
+    hole = ~keep[t:b, lft:r]
+    out[hole] = patch[t - top:b - top, lft - left:r - left][hole]
+    if max(out.shape[:2]) > PREVIEW_SIDE:
+        k = PREVIEW_SIDE / max(out.shape[:2])
+        size = (max(1, round(out.shape[1] * k)), max(1, round(out.shape[0] * k)))
+        out = np.asarray(Image.fromarray(out).resize(size, Image.BILINEAR))
+    return out
 
 
 class Runner:
@@ -87,6 +97,14 @@ class Runner:
     def __init__(self, menu: ModelMenu, limits: Limits) -> None:
         self.menu, self.limits = menu, limits
         self.gate = RunGate(limits.max_queue)
+        self.stopping = threading.Event()   # set when the server shuts down: every run stops at its next call
+
+    def _stopped(self, cancel: threading.Event | None) -> str | None:
+        if self.stopping.is_set():
+            return "stopped: the server is shutting down"
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
+        return None
 
     def check(self, image: np.ndarray, keep: np.ndarray, opts: RunOptions) -> None:
         """Cheap checks before a request waits for the device; ValueError with a one-line message."""
@@ -100,11 +118,11 @@ class Runner:
             raise ValueError("the mask marks nothing to fill: paint over the region to fill (or upload a mask "
                              "where black = fill)")
         if opts.model not in self.menu.entries:
-            raise ValueError(f"unknown model {opts.model!r}; this server offers: {', '.join(self.menu.entries)}")
+            raise ValueError(f"unknown model; this server offers: {', '.join(self.menu.entries)}")
         if opts.sampler not in SAMPLER_CHOICES:
-            raise ValueError(f"unknown sampler {opts.sampler!r}; choose from {', '.join(SAMPLER_CHOICES)}")
+            raise ValueError(f"unknown sampler; choose from {', '.join(SAMPLER_CHOICES)}")
         if opts.schedule not in SCHEDULE_CHOICES:
-            raise ValueError(f"unknown schedule {opts.schedule!r}; choose from {', '.join(SCHEDULE_CHOICES)}")
+            raise ValueError(f"unknown schedule; choose from {', '.join(SCHEDULE_CHOICES)}")
         if not 1 <= opts.n_samples <= self.limits.max_samples:
             raise ValueError(f"number of samples must be 1..{self.limits.max_samples}, got {opts.n_samples}")
 
@@ -138,7 +156,7 @@ class Runner:
         from ..samplers import describe, network_calls
 
         if opts.model not in self.menu.entries:
-            raise ValueError(f"unknown model {opts.model!r}; this server offers: {', '.join(self.menu.entries)}")
+            raise ValueError(f"unknown model; this server offers: {', '.join(self.menu.entries)}")
         loaded = self.menu.loaded(opts.model)
         recommended = loaded.recommended if loaded is not None else recommended_settings(self.menu.entries[opts.model])
         settings = self.settings(recommended, opts)
@@ -146,6 +164,28 @@ class Runner:
         if loaded is None and settings.timestep_respacing:
             return describe(settings)
         return f"{describe(settings)}: {network_calls(settings, steps):,} network calls per window and sample"
+
+    def plan(self, keep: np.ndarray, opts: RunOptions) -> tuple[Plan, SamplerSettings]:
+        """What :meth:`run` would do with this keep-mask (loads the model if it is not loaded yet)."""
+        inpainter = self.menu.get(opts.model)
+        settings = self.settings(inpainter.recommended, opts)
+        return plan(inpainter, keep, "auto", settings, n_samples=opts.n_samples), settings
+
+    def describe_plan(self, keep: np.ndarray, opts: RunOptions) -> str:
+        """The plan in words, before Inpaint: how the photo is fitted, the windows, the network calls."""
+        from ..samplers import describe
+
+        chosen, settings = self.plan(keep, opts)
+        side = self.menu.get(opts.model).image_size
+        h, w = keep.shape
+        fit = {"none": f"the photo is the model's size ({side}x{side})",
+               "crop": f"{len(chosen.windows)} window(s) of {side}x{side} around the hole, at full resolution",
+               "resize": f"the whole {w}x{h} photo scaled to {side}x{side} (the fill is scaled back)"}[chosen.fit]
+        words = (f"Plan: {fit}; {chosen.calls:,} network calls for {opts.n_samples} sample(s) "
+                 f"({describe(settings)})")
+        if chosen.calls > self.limits.max_calls:
+            words += f". Over this server's limit of {self.limits.max_calls:,} calls: choose a shorter schedule"
+        return words
 
     def run(
         self,
@@ -155,40 +195,41 @@ class Runner:
         *,
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
-        animate: bool = False,
+        on_preview: Callable[[np.ndarray], None] | None = None,
     ) -> RunOutput:
         """Inpaint ``image`` (uint8 [H, W, 3]) where ``keep`` (bool [H, W]) is False.
 
-        Raises ValueError (bad request), :class:`~repaint.web.limits.Busy` (queue full), :class:`repaint.api.Cancelled`
-        (``cancel`` was set) or RuntimeError (the run failed).
+        ``on_preview`` gets the photo with the current x0 estimate in the hole (:func:`preview`), at most every
+        :data:`PREVIEW_EVERY_S` seconds. Raises ValueError (bad request), :class:`~repaint.web.limits.Busy` (queue
+        full), :class:`repaint.api.Cancelled` (``cancel`` or :attr:`stopping` was set) or RuntimeError (the run
+        failed).
         """
         self.check(image, keep, opts)
         with self.gate.slot():
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("cancelled before it started")
+            if (why := self._stopped(cancel)) is not None:
+                raise Cancelled(f"{why} before it started")
             inpainter = self.menu.get(opts.model)
-            settings = self.settings(inpainter.recommended, opts)
-            planned = planned_calls(inpainter, settings, keep, n_samples=opts.n_samples)
-            if planned > self.limits.max_calls:
-                raise ValueError(f"this run needs {planned:,} network calls, over the server's limit of "
+            chosen, settings = self.plan(keep, opts)   # the run below makes exactly these windows and calls
+            if chosen.calls > self.limits.max_calls:
+                raise ValueError(f"this run needs {chosen.calls:,} network calls, over the server's limit of "
                                  f"{self.limits.max_calls:,}; choose a shorter schedule or fewer samples")
-            frames: list[np.ndarray] = []
-            every = max(1, planned // FRAMES_PER_RUN)
-            calls = 0
+            calls, shown = 0, 0.0
 
             def callback(progress: Progress) -> None:
-                nonlocal calls
-                before, calls = calls, progress.calls
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("cancelled")
+                nonlocal calls, shown
+                calls = progress.calls
+                if (why := self._stopped(cancel)) is not None:
+                    raise Cancelled(why)
                 if on_progress is not None:
                     on_progress(progress.calls, progress.total)
-                if animate and progress.pred_xstart is not None and calls // every > before // every:
-                    frames.append(_frame(progress.pred_xstart))
+                if on_preview is not None and progress.pred_xstart is not None \
+                        and time.monotonic() - shown >= PREVIEW_EVERY_S:
+                    on_preview(preview(image, keep, chosen.windows[progress.window], progress.pred_xstart[0]))
+                    shown = time.monotonic()
 
             start = time.perf_counter()
             labels = None if opts.class_label is None else [opts.class_label] * opts.n_samples
             result = inpaint(inpainter, image, keep, settings=settings, seeds=opts.seeds, labels=labels,
                              callback=callback)
-            return RunOutput(result, settings, planned, calls, time.perf_counter() - start, frames,
-                             inpainter.description, model_note(inpainter, image.shape, settings))
+            return RunOutput(result, settings, chosen, calls, time.perf_counter() - start, inpainter.description,
+                             model_note(inpainter, image.shape, settings))
