@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlparse
 from ..home import home_dir
 from .formats import CheckpointError, _shapes, describe_mismatch, expected_shapes, read_checkpoint
 from .infer import detect_kind
-from .presets import PRESETS, Preset, closest
+from .presets import PRESETS, Preset, closest, default_model_path
 
 __all__ = [
     "DownloadError", "OFFLINE_ENVS", "MIRROR_ENV", "HubId", "models_dir", "offline", "fetch", "fetch_url",
@@ -107,8 +107,6 @@ def fetch(target: str, *, to: str | Path | None = None, sha256: str | None = Non
 
 def _fetch_preset(preset: Preset, to, sha256, mirror, retries, progress) -> Path:
     if preset.name == "default":
-        from .load import default_model_path
-
         return default_model_path()
     if preset.source.startswith("hf:"):
         return fetch_hub(HubId.parse(preset.source), to=to)
@@ -139,8 +137,6 @@ def fetch_on_first_use(preset: Preset) -> Path:
 def find_on_disk(preset: Preset, folders: list[Path]) -> Path | None:
     """Where ``preset``'s file (or Hub snapshot) already is, without any network access; None if nowhere."""
     if preset.name == "default":
-        from .load import default_model_path
-
         return default_model_path() if default_model_path().exists() else None
     if preset.source.startswith("hf:"):
         try:

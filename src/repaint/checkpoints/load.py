@@ -19,7 +19,7 @@ from .formats import (
 )
 from .infer import apply_overrides, detect_kind, guessed_settings, infer_classifier_config, infer_unet_config
 from ..home import home_dir
-from .presets import PRESETS, Preset, closest, get_preset
+from .presets import PRESETS, Preset, closest, default_model_path, get_preset
 
 __all__ = ["load_denoiser", "load_classifier", "load_checkpoint", "resolve_checkpoint", "default_model_path",
            "search_dirs", "CHECKPOINT_DIRS_ENV"]
@@ -95,11 +95,6 @@ def load_checkpoint(
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval(), config
-
-
-def default_model_path() -> Path:
-    """The bundled face model shipped inside the package."""
-    return Path(__file__).resolve().parents[1] / "weights" / "face64.safetensors"
 
 
 def search_dirs() -> list[Path]:

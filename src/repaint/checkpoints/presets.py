@@ -11,10 +11,11 @@ download", when the hash is recorded beside the file and checked on every later 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..models.config import ClassifierConfig, Config, DiffusionSettings, UNetConfig, config_kind
 
-__all__ = ["Preset", "PRESETS", "get_preset", "closest", "FACE64_UNET", "FACE64_DIFFUSION"]
+__all__ = ["Preset", "PRESETS", "get_preset", "closest", "default_model_path", "FACE64_UNET", "FACE64_DIFFUSION"]
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,6 @@ def closest(name: str) -> str:
     return f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
 
 
+def default_model_path() -> Path:
+    """The file of the "default" row: the bundled face model shipped inside the package."""
+    return Path(__file__).resolve().parents[1] / "weights" / "face64.safetensors"
