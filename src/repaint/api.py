@@ -193,6 +193,7 @@ class _Photo:
     samples: dict[int, list[torch.Tensor | None]]
     pending: int
     phases: tuple[tuple[int, ...], ...] = ()   # fit "tile": run phase by phase (_run_tiled), never queued
+    filled: torch.Tensor | None = None         # a classical fill's result, shared by every seed (_run_fill)
 
 
 @dataclass
@@ -303,11 +304,11 @@ def inpaint_stream(
                 yield _finish(photo, raw=not settings.paste_known)
 
 
-def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callback, done_calls, total) -> int:
-    seeds = [job.photo.request.seeds[job.k] for job in batch]
-    labels = None
-    if any(job.photo.request.labels is not None for job in batch):
-        labels = [job.photo.request.labels[job.k] for job in batch]
+def _sample(inpainter, gts, masks, rows, labels, windows, settings, classifier_scale, callback, done_calls, total):
+    """One network batch: ``rows`` are (photo name, window, seed) of the stacked views ``gts`` / ``masks``;
+    ``windows`` is the window count of the first row's photo. Returns the samples (on the CPU) and the run's calls
+    after them, reporting :class:`Progress` after every call."""
+    seeds = [seed for _, _, seed in rows]
     calls = done_calls
 
     def on_step(step: Step) -> None:   # step.calls counts the sampler's calls so far (several per step for some)
@@ -315,14 +316,21 @@ def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callbac
         if step.kind == "reverse":
             calls = done_calls + step.calls
             if callback is not None:
-                first = batch[0]
-                rows = [(job.photo.request.name, job.window, seed) for job, seed in zip(batch, seeds)]
-                callback(Progress(calls, total, first.window, len(first.photo.windows), seeds, step.pred_xstart,
-                                  rows))
+                callback(Progress(calls, total, rows[0][1], windows, seeds, step.pred_xstart, rows))
 
-    out = inpainter(torch.stack([job.photo.gts[job.window] for job in batch]),
-                    torch.stack([job.photo.masks[job.window] for job in batch]), seeds, settings,
-                    labels=labels, classifier_scale=classifier_scale, callback=on_step).cpu()
+    out = inpainter(torch.stack(gts), torch.stack(masks), seeds, settings, labels=labels,
+                    classifier_scale=classifier_scale, callback=on_step).cpu()
+    return out, calls
+
+
+def _run_batch(inpainter, batch: list[_Job], settings, classifier_scale, callback, done_calls, total) -> int:
+    rows = [(job.photo.request.name, job.window, job.photo.request.seeds[job.k]) for job in batch]
+    labels = None
+    if any(job.photo.request.labels is not None for job in batch):
+        labels = [job.photo.request.labels[job.k] for job in batch]
+    out, calls = _sample(inpainter, [job.photo.gts[job.window] for job in batch],
+                         [job.photo.masks[job.window] for job in batch], rows, labels, len(batch[0].photo.windows),
+                         settings, classifier_scale, callback, done_calls, total)
     for b, job in enumerate(batch):
         job.photo.samples[job.photo.request.seeds[job.k]][job.window] = out[b]
         job.photo.pending -= 1
@@ -344,19 +352,8 @@ def _run_tiled(inpainter, photo: _Photo, settings, batch_size, classifier_scale,
             views = [window_view(work[seeds[k]], known[seeds[k]], photo.windows[w], size) for w, k in chunk]
             rows = [(request.name, w, seeds[k]) for w, k in chunk]
             labels = None if request.labels is None else [request.labels[k] for _, k in chunk]
-            base = calls
-
-            def on_step(step: Step, base=base, rows=rows, first=chunk[0][0]) -> None:
-                nonlocal calls
-                if step.kind == "reverse":
-                    calls = base + step.calls
-                    if callback is not None:
-                        callback(Progress(calls, total, first, len(photo.windows), [r[2] for r in rows],
-                                          step.pred_xstart, rows))
-
-            out = inpainter(torch.stack([g for g, _ in views]), torch.stack([m for _, m in views]),
-                            [seeds[k] for _, k in chunk], settings, labels=labels,
-                            classifier_scale=classifier_scale, callback=on_step).cpu()
+            out, calls = _sample(inpainter, [g for g, _ in views], [m for _, m in views], rows, labels,
+                                 len(photo.windows), settings, classifier_scale, callback, calls, total)
             for (w, k), sample in zip(chunk, out):
                 tile, seed = photo.windows[w], seeds[k]
                 paste(work[seed], known[seed], tile, sample)          # writes only pixels still unknown
@@ -366,12 +363,13 @@ def _run_tiled(inpainter, photo: _Photo, settings, batch_size, classifier_scale,
 
 
 def _run_fill(batch: list[_Job], fill) -> None:
-    """A classical fill of each job's whole photo (the same for every seed: it draws no noise)."""
+    """A classical fill of each job's whole photo, computed once per photo (it draws no noise: every seed gets it)."""
     for job in batch:
-        request = job.photo.request
-        filled = fill(request.image, request.mask)
-        job.photo.samples[request.seeds[job.k]][job.window] = native_view(filled, request.mask)[0]
-        job.photo.pending -= 1
+        photo = job.photo
+        if photo.filled is None:
+            photo.filled = native_view(fill(photo.request.image, photo.request.mask), photo.request.mask)[0]
+        photo.samples[photo.request.seeds[job.k]][job.window] = photo.filled
+        photo.pending -= 1
 
 
 def _finish(photo: _Photo, raw: bool) -> InpaintResult:
