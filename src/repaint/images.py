@@ -91,20 +91,21 @@ def check_readable(path: str | os.PathLike, what: str = "image") -> None:
         raise ImageError(f"{path} is not a regular file (a pipe, socket or device); save the {what} to a file")
 
 
-def open_image(source: ImageSource, what: str | None = None, max_pixels: int | None = None) -> Image.Image:
+def open_image(source: ImageSource, what: str | None = None, max_pixels: int | None = None,
+               kind: str = "image") -> Image.Image:
     """Decode a file (path) or an upload (bytes) with the rules above: EXIF orientation applied, one frame only, at
     most ``max_pixels`` pixels (checked before decoding; Pillow's decompression-bomb limit always applies). Raises
     :class:`ImageError` (:class:`ImageTooLarge` for size) with a one-line message naming ``what`` (default:
-    "image PATH", or "image")."""
+    "KIND PATH", or KIND; ``kind`` is "image" or "mask")."""
     if isinstance(source, (bytes, bytearray)):
-        what = what or "image"
+        what = what or kind
         if not source:
             raise ImageError(f"{what} is empty")
         stream = io.BytesIO(source)
     else:
         path = Path(source)
-        what = what or f"image {path}"
-        check_readable(path)
+        what = what or f"{kind} {path}"
+        check_readable(path, kind)
         stream = path
     try:
         with warnings.catch_warnings():

@@ -285,9 +285,9 @@ def read_keep_mask(path: str | os.PathLike, size: Size | None = None, invert: bo
 
     path = Path(path)
     try:
-        gray = Image.fromarray(mask_pixels(open_image(path, f"mask {path}"), f"mask {path}", invert))
+        gray = Image.fromarray(mask_pixels(open_image(path, kind="mask"), f"mask {path}", invert))
     except ImageError as err:
-        raise MaskError(str(err).replace("image file not found", "mask file not found")) from None
+        raise MaskError(str(err)) from None
     if size is not None:
         h, w = _hw(size)
         gray = gray.resize((w, h), Image.NEAREST)
