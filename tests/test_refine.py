@@ -126,3 +126,26 @@ def test_a_bad_option_is_a_one_line_error(options, message, inpainter):
     with pytest.raises(ValueError, match=message) as err:
         api.inpaint(inpainter, image, keep, settings=settings(**options), fit="tile")
     assert "\n" not in str(err.value)
+
+
+def test_cli_inpaint_with_refine_and_its_options(tmp_path):
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from repaint.cli import cli
+    from repaint.images import read_rgb
+    from repaint.masks import read_keep_mask
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    result = CliRunner().invoke(cli, ["inpaint", str(examples / "face.png"), str(examples / "face_mask.png"),
+                                      "--sampler", "refine", "--option", "start=0.1", "--option", "init=telea",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "refine" in result.output and "5 network calls" in result.output   # round(0.1 * 46) steps
+    image, keep = read_rgb(examples / "face.png"), read_keep_mask(examples / "face_mask.png")
+    written = read_rgb(tmp_path / "inpainted" / "face_s0.png")
+    assert np.array_equal(written[keep], image[keep]) and not np.array_equal(written, telea_fill(image, keep))
+    bad = CliRunner().invoke(cli, ["inpaint", str(examples / "face.png"), str(examples / "face_mask.png"),
+                                   "--sampler", "refine", "--option", "strat=0.1", "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "no option(s) strat" in bad.output
