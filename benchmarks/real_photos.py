@@ -9,12 +9,17 @@ classical ``biharmonic``, ``telea`` and ``ns``.
 
 Scores: PSNR and SSIM in the hole only (repaint.evaluation.metrics with the hole as the region), per image; paired
 differences (the first method, ``default`` unless told, minus each other one) with 95% bootstrap intervals (10,000
-resamples of the cases, seeded torch.Generator). Method ``tile`` is the default sampler at fit ``tile``. Also
+resamples of the cases, seeded torch.Generator). Method ``tile`` is the default sampler at fit ``tile``; a method
+``refine:start=F:init=NAME:fit=FIT`` is sampler ``refine`` with those options (fit ``tile`` unless said), and
+``--reuse FILE`` pairs the methods run now with an earlier run's per-case numbers of the others. Also
 network calls (a hook on the UNet) and seconds per image (wall time on a shared CPU: under load). The margin is
 fixed in the doc before the run: a claim "at least as good" holds when the interval's lower end is not below -0.5 dB.
 
     python benchmarks/real_photos.py --faces 0 --out benchmarks/results/real_photos.json       # photos (~15 min)
     python benchmarks/real_photos.py --mask-seeds 0 --out benchmarks/results/real_faces.json  # faces (~15 min)
+    python benchmarks/real_photos.py --defects scratches,dust,text,wires --faces 0 \
+        --methods refine:start=0.1:init=biharmonic,biharmonic,telea,ns --reuse benchmarks/results/real_photos.json \
+        --out benchmarks/results/real_photos_refine.json --sheets docs/real-photos/refine      # refine (~8 min)
 
 (times on 2 CPU cores shared with other jobs, where one batch-8 network call of the bundled model took 0.66 s and
 one default fill of a 512x512 photo 80 s)

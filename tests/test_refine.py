@@ -149,3 +149,21 @@ def test_cli_inpaint_with_refine_and_its_options(tmp_path):
     bad = CliRunner().invoke(cli, ["inpaint", str(examples / "face.png"), str(examples / "face_mask.png"),
                                    "--sampler", "refine", "--option", "strat=0.1", "--out", str(tmp_path / "b")])
     assert bad.exit_code != 0 and "no option(s) strat" in bad.output
+
+
+def test_web_runner_offers_refine_and_its_cost_is_what_it_runs():
+    from pathlib import Path
+
+    from repaint.images import read_rgb
+    from repaint.masks import read_keep_mask
+    from repaint.web.limits import Limits
+    from repaint.web.models import ModelMenu
+    from repaint.web.runner import SAMPLER_CHOICES, RunOptions, Runner
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    assert "refine" in SAMPLER_CHOICES
+    runner = Runner(ModelMenu({"default": "default"}), Limits())
+    image, keep = read_rgb(examples / "face.png"), read_keep_mask(examples / "face_mask.png")
+    out = runner.run(image, keep, RunOptions("default", "refine"))
+    assert out.planned == out.calls == 9          # round(0.2 * 46) steps, one batch
+    assert np.array_equal(out.result.samples[0][keep], image[keep])
