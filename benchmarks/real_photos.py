@@ -9,12 +9,17 @@ classical ``biharmonic``, ``telea`` and ``ns``.
 
 Scores: PSNR and SSIM in the hole only (repaint.evaluation.metrics with the hole as the region), per image; paired
 differences (the first method, ``default`` unless told, minus each other one) with 95% bootstrap intervals (10,000
-resamples of the cases, seeded torch.Generator). Method ``tile`` is the default sampler at fit ``tile``. Also
+resamples of the cases, seeded torch.Generator). Method ``tile`` is the default sampler at fit ``tile``; a method
+``refine:start=F:init=NAME:fit=FIT`` is sampler ``refine`` with those options (fit ``tile`` unless said), and
+``--reuse FILE`` pairs the methods run now with an earlier run's per-case numbers of the others. Also
 network calls (a hook on the UNet) and seconds per image (wall time on a shared CPU: under load). The margin is
 fixed in the doc before the run: a claim "at least as good" holds when the interval's lower end is not below -0.5 dB.
 
     python benchmarks/real_photos.py --faces 0 --out benchmarks/results/real_photos.json       # photos (~15 min)
     python benchmarks/real_photos.py --mask-seeds 0 --out benchmarks/results/real_faces.json  # faces (~15 min)
+    python benchmarks/real_photos.py --defects scratches,dust,text,wires --faces 0 \
+        --methods refine:start=0.1:init=biharmonic,biharmonic,telea,ns --reuse benchmarks/results/real_photos.json \
+        --out benchmarks/results/real_photos_refine.json --sheets docs/real-photos/refine      # refine (~8 min)
 
 (times on 2 CPU cores shared with other jobs, where one batch-8 network call of the bundled model took 0.66 s and
 one default fill of a 512x512 photo 80 s)
@@ -44,7 +49,7 @@ from repaint.samplers import describe
 from repaint.settings import SamplerSettings, resolve_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera")
 UTKFACE_TEST = Path("/work/shared/data/utkface64/test.tar")
 FACE_SETTINGS = ("wide", "narrow", "every_second_line", "super_resolve_2x", "half", "expand")
 CLASSICAL = ("biharmonic", "telea", "ns")
@@ -132,7 +137,10 @@ THIN = ("scratches", "dust", "text", "wires")   # every stroke at most 8 px wide
 def photo(name: str) -> np.ndarray:
     import skimage.data
 
-    return np.ascontiguousarray(getattr(skimage.data, name)())
+    image = getattr(skimage.data, name)()
+    if image.ndim == 2:   # camera is grey: the same grey in three channels
+        image = np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image)
 
 
 def test_faces(n: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
@@ -172,11 +180,27 @@ class CallCounter:
 def method_settings(inpainter, names: list[str]) -> dict[str, SamplerSettings]:
     table = {"default": inpainter.recommended, "tile": inpainter.recommended,
              "fast": resolve_settings(inpainter.recommended, "fast")}
-    return {m: table[m] if m in table else SamplerSettings(sampler=m) for m in names}
+    return {m: table[m] if m in table else refine_settings(inpainter, m) if m.startswith("refine")
+            else SamplerSettings(sampler=m) for m in names}
+
+
+def _spec(method: str) -> dict:
+    """``refine:start=0.2:init=telea:fit=tile`` -> {"start": 0.2, "init": "telea", "fit": "tile"}."""
+    pairs = [part.split("=", 1) for part in method.split(":")[1:]]
+    return {k: (float(v) if k in ("start", "resample") else v) for k, v in pairs}
+
+
+def refine_settings(inpainter, method: str) -> SamplerSettings:
+    """Sampler ``refine`` on the bundled model's respaced chain (46 steps), the spec's options (less ``fit``)."""
+    options = {k: v for k, v in _spec(method).items() if k != "fit"}
+    return resolve_settings(inpainter.recommended, sampler="refine", options=options)
 
 
 def fit_of(method: str) -> str:
-    """"tile" is the default sampler at fit "tile" (model-sized tiles at the photo's resolution); the rest "auto"."""
+    """"tile" is the default sampler at fit "tile" (model-sized tiles at the photo's resolution); a ``refine:...``
+    spec says its own fit (default "tile"); the rest "auto"."""
+    if method.startswith("refine"):
+        return _spec(method).get("fit", "tile")
     return "tile" if method == "tile" else "auto"
 
 
@@ -247,6 +271,21 @@ def run_faces(inpainter, counter, methods, n_faces, sheets_dir) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------------
 # Statistics and pictures.
 # ---------------------------------------------------------------------------------------------------------------
+
+def reuse(rows: list[dict], path: Path, names: list[str]) -> list[str]:
+    """Copy into ``rows`` the per-case numbers of the methods in ``path`` that were not run now (marked "reused");
+    their names, in the file's order. A case must match by photo, defect, mask seed and the hole's size."""
+    earlier = {(c["photo"], c["defect"], c["mask_seed"]): c for c in json.loads(path.read_text())["photos"]["cases"]}
+    added: list[str] = []
+    for row in rows:
+        old = earlier[(row["photo"], row["defect"], row["mask_seed"])]
+        assert abs(old["hole_fraction"] - row["hole_fraction"]) < 1e-12, "the masks differ from the earlier run's"
+        for m, v in old["methods"].items():
+            if m not in names:
+                row["methods"][m] = {**v, "reused": str(path)}
+                added += [m] if m not in added else []
+    return added
+
 
 def paired_interval(diffs: list[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
     """Mean paired difference and its 95% percentile-bootstrap interval (cases resampled with replacement)."""
@@ -334,8 +373,14 @@ def _save_sheet(rows: list[list[np.ndarray]], methods: list[str], path: Path, ga
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="default,biharmonic,telea,ns",
-                        help="comma-separated: default, tile (default at fit tile), fast, biharmonic, telea, ns")
+                        help="comma-separated: default, tile (default at fit tile), fast, biharmonic, telea, ns, and "
+                             "refine:start=F:init=NAME:resample=R:fit=FIT (sampler refine; fit default tile)")
     parser.add_argument("--mask-seeds", type=int, default=1, help="masks per photo and defect (0 = no photos)")
+    parser.add_argument("--first-mask-seed", type=int, default=0,
+                        help="the masks are seeds FIRST .. FIRST + MASK_SEEDS - 1 (the report set is seed 0)")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="an earlier result JSON: its per-case numbers of methods not run now (same photo, "
+                             "defect and mask seed, checked by the hole's size) join the comparison")
     parser.add_argument("--photos", default="astronaut,chelsea,coffee",
                         help=f"comma-separated scikit-image photos (of {', '.join(PHOTOS)})")
     parser.add_argument("--defects", default=",".join(DEFECTS), help="comma-separated defect kinds")
@@ -351,9 +396,11 @@ def main() -> None:
     methods = method_settings(inpainter, args.methods.split(","))
     names = list(methods)
     start = time.perf_counter()
-    photo_rows = run_photos(inpainter, counter, methods, list(range(args.mask_seeds)), args.sheets,
-                            args.photos.split(","), args.defects.split(",")) \
-        if args.mask_seeds else []
+    mask_seeds = list(range(args.first_mask_seed, args.first_mask_seed + args.mask_seeds))
+    photo_rows = run_photos(inpainter, counter, methods, mask_seeds, args.sheets, args.photos.split(","),
+                            args.defects.split(",")) if args.mask_seeds else []
+    if args.reuse:
+        names += reuse(photo_rows, args.reuse, names)
     face_rows = run_faces(inpainter, counter, methods, args.faces, args.sheets) if args.faces else []
     photo_summary = summarise(photo_rows, "defect", [THIN, *DEFECTS], names)
     face_summary = summarise(face_rows, "setting", FACE_SETTINGS, names)

@@ -10,6 +10,10 @@ so the rules below hold everywhere:
 * **Classical fills** (samplers ``biharmonic``, ``telea``, ``ns``: table rows with a ``fill``, no model) take the
   same path: their plan is fit ``"native"`` (the whole photo at its own resolution, zero network calls), the fill
   runs on the full-size photo, and its hole pixels are pasted like a model's. Front ends need no case of their own.
+* **Samplers that start from a classical fill** (``refine``: a table row with a ``prefill``) get the photo filled
+  classically once, at its own resolution; every window or tile is cut from the filled photo and its view passed
+  to the sampler as the starting fill (``init``). Only hole pixels are written, and where a window was scaled only
+  the model's change is scaled back (:func:`repaint.windows.paste` with ``base``), so the fill keeps its detail.
 * **Masks** are boolean arrays of the photo's size, True = keep (white in mask files), False = fill. A mask of
   another size is an error in every mode.
 * **Seeds**: sample ``k`` of a photo uses ``seeds[k]`` for every window (each window and seed its own
@@ -194,6 +198,7 @@ class _Photo:
     pending: int
     phases: tuple[tuple[int, ...], ...] = ()   # fit "tile": run phase by phase (_run_tiled), never queued
     filled: torch.Tensor | None = None         # a classical fill's result, shared by every seed (_run_fill)
+    start: np.ndarray | None = None            # the photo classically filled first (a row with a prefill), uint8
 
 
 @dataclass
@@ -203,7 +208,13 @@ class _Job:
     k: int            # index into the photo's seeds
 
 
-def _prepare(request: InpaintRequest, size: int, fit: str, native: bool = False) -> _Photo:
+def _prefill(settings: SamplerSettings):
+    """The classical fill a sampler starts from (its row's ``prefill``), or None."""
+    row = entry(settings.sampler)
+    return None if row.prefill is None else row.prefill(settings)
+
+
+def _prepare(request: InpaintRequest, size: int, fit: str, native: bool = False, prefill=None) -> _Photo:
     image = _as_image(request.image)
     mask = _as_mask(request.mask, image, request.name)
     request.image, request.mask = image, mask
@@ -213,11 +224,13 @@ def _prepare(request: InpaintRequest, size: int, fit: str, native: bool = False)
         raise ValueError(f"{len(request.labels)} class labels for {len(seeds)} seeds of {request.name}")
     layout = native_plan(mask, fit) if native else plan_windows(mask, size, fit)
     concrete, windows = layout.fit, list(layout.windows)
+    start = None if prefill is None else prefill(image, mask)   # known pixels untouched: a fill writes the hole only
     if layout.phases:   # tile views depend on the phases before them: made as the phases run
-        return _Photo(request, concrete, windows, [], [], {}, 0, layout.phases)
-    views = [native_view(image, mask)] if native else [window_view(image, mask, w, size) for w in windows]
+        return _Photo(request, concrete, windows, [], [], {}, 0, layout.phases, start=start)
+    source = image if start is None else start
+    views = [native_view(image, mask)] if native else [window_view(source, mask, w, size) for w in windows]
     return _Photo(request, concrete, windows, [g for g, _ in views], [m for _, m in views],
-                  {s: [None] * len(windows) for s in seeds}, len(windows) * len(seeds))
+                  {s: [None] * len(windows) for s in seeds}, len(windows) * len(seeds), start=start)
 
 
 def plan(inpainter: Inpainter, mask: np.ndarray, fit: str = "auto", settings: SamplerSettings | None = None, *,
@@ -280,7 +293,8 @@ def inpaint_stream(
                 exhausted = True
                 break
             try:
-                photo = request if isinstance(request, _Photo) else _prepare(request, size, fit, fill is not None)
+                photo = request if isinstance(request, _Photo) else _prepare(request, size, fit, fill is not None,
+                                                                              _prefill(settings))
             except ValueError as err:
                 if on_error is None:
                     raise
@@ -307,7 +321,8 @@ def inpaint_stream(
 def _sample(inpainter, gts, masks, rows, labels, windows, settings, classifier_scale, callback, done_calls, total):
     """One network batch: ``rows`` are (photo name, window, seed) of the stacked views ``gts`` / ``masks``;
     ``windows`` is the window count of the first row's photo. Returns the samples (on the CPU) and the run's calls
-    after them, reporting :class:`Progress` after every call."""
+    after them, reporting :class:`Progress` after every call. A sampler with a ``prefill`` gets views of the
+    classically filled photo, and those views are its starting fill (``init``)."""
     seeds = [seed for _, _, seed in rows]
     calls = done_calls
 
@@ -318,8 +333,10 @@ def _sample(inpainter, gts, masks, rows, labels, windows, settings, classifier_s
             if callback is not None:
                 callback(Progress(calls, total, rows[0][1], windows, seeds, step.pred_xstart, rows))
 
-    out = inpainter(torch.stack(gts), torch.stack(masks), seeds, settings, labels=labels,
-                    classifier_scale=classifier_scale, callback=on_step).cpu()
+    images = torch.stack(gts)
+    extra = {"init": images} if entry(settings.sampler).prefill is not None else {}
+    out = inpainter(images, torch.stack(masks), seeds, settings, labels=labels, classifier_scale=classifier_scale,
+                    callback=on_step, **extra).cpu()
     return out, calls
 
 
@@ -342,7 +359,7 @@ def _run_tiled(inpainter, photo: _Photo, settings, batch_size, classifier_scale,
     with the pixels of earlier tiles known. Returns the finished result and the run's call count."""
     request, size = photo.request, inpainter.image_size
     seeds = list(request.seeds)
-    work = {seed: request.image.copy() for seed in seeds}
+    work = {seed: (request.image if photo.start is None else photo.start).copy() for seed in seeds}
     known = {seed: request.mask.copy() for seed in seeds}
     calls = done_calls
     for phase in photo.phases:
@@ -381,9 +398,9 @@ def _finish(photo: _Photo, raw: bool) -> InpaintResult:
         if raw and photo.fit == "none":
             samples[seed] = to_uint8(per_window[0])
             continue
-        target = request.image.copy()
-        for w, sample in zip(photo.windows, per_window):
-            paste(target, request.mask, w, sample)
+        target = (request.image if photo.start is None else photo.start).copy()
+        for w, sample, base in zip(photo.windows, per_window, photo.gts):
+            paste(target, request.mask, w, sample, None if photo.start is None else base)
         samples[seed] = target
     return InpaintResult(request.name, request.image, request.mask, samples, photo.windows, photo.fit,
                          photo.gts, photo.masks, photo.samples, request.tag)
@@ -409,7 +426,7 @@ def inpaint(
     :class:`Progress` after every network call; raising :class:`Cancelled` there stops the run.
     """
     photo = _prepare(InpaintRequest(image, mask, seeds, name, labels), inpainter.image_size, fit,
-                     entry(settings.sampler).fill is not None)
+                     entry(settings.sampler).fill is not None, _prefill(settings))
     layout = plan(inpainter, photo.request.mask, fit, settings, n_samples=len(photo.request.seeds),
                   batch_size=batch_size)
     results = list(inpaint_stream(inpainter, [photo], settings, fit=fit, batch_size=layout.batch_size,

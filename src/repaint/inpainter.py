@@ -18,7 +18,7 @@ from .accel import Accel, accelerate
 from .diffusion import Diffusion
 from .checkpoints import Preset, load_classifier, load_denoiser
 from .models.config import DiffusionSettings, UNetConfig
-from .samplers import get_sampler
+from .samplers import entry, get_sampler
 from .samplers.common import ModelFn, Step, classifier_guidance, make_generators
 from .settings import PAPER, SamplerSettings
 
@@ -140,8 +140,12 @@ class Inpainter:
         labels: Sequence[int] | None = None,
         classifier_scale: float = 1.0,
         callback: Callable[[Step], None] | None = None,
+        init: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Inpaint ``images`` [B, 3, H, W] in [-1, 1] where ``masks`` [B, 1, H, W] is 0; one seed per image."""
+        """Inpaint ``images`` [B, 3, H, W] in [-1, 1] where ``masks`` [B, 1, H, W] is 0; one seed per image.
+
+        ``init`` [B, 3, H, W]: the starting fill of a sampler that takes one (a table row with ``prefill``, e.g.
+        ``refine``); refused by the others."""
         images = images.to(self.device, torch.float32)
         masks = masks.to(self.device, torch.float32)
         if len(seeds) != images.shape[0]:
@@ -156,9 +160,15 @@ class Inpainter:
         if not self.trained.clip_sample:  # the model's scheduler says its x0 estimate is not to be clamped
             settings = replace(settings, clip_denoised=False)
         unet = self._accelerated("unet")
+        extra = {}
+        if init is not None:
+            if entry(settings.sampler).prefill is None:
+                raise ValueError(f"sampler {settings.sampler!r} takes no starting fill (init)")
+            extra["init"] = init.to(self.device, torch.float32)
         return sampler(
             unet_model_fn(unet, y if self.config.class_cond else None), self.diffusion(settings), images, masks,
             settings=settings, generators=make_generators(seeds, self.device), cond_fn=cond_fn, callback=callback,
+            **extra,
         )
 
     def _accelerated(self, name: str) -> Callable[..., torch.Tensor]:

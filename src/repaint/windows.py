@@ -286,10 +286,21 @@ def native_view(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torc
     return gt, torch.from_numpy(np.array(mask)).float()[None]
 
 
-def paste(target: np.ndarray, mask: np.ndarray, w: Window, sample: torch.Tensor) -> None:
-    """Write the hole pixels of window ``w`` from the model-size ``sample`` [3, s, s] into ``target`` (in place)."""
+def paste(target: np.ndarray, mask: np.ndarray, w: Window, sample: torch.Tensor,
+          base: torch.Tensor | None = None) -> None:
+    """Write the hole pixels of window ``w`` from the model-size ``sample`` [3, s, s] into ``target`` (in place).
+
+    ``base`` [3, s, s]: the view the sample started from, cut from ``target`` itself (a photo already filled at its
+    own resolution, :mod:`repaint.samplers.refine`). Then only the change is scaled: a hole pixel becomes its value
+    in ``target`` plus the scaled-up ``sample - base``, so the fill keeps its full-resolution detail where the model
+    left it alone (at scale 1 this is ``sample`` itself)."""
     height, width = mask.shape
-    full = _scale(sample.detach().float().cpu(), (w.height, w.width))
+    if base is None:
+        full = _scale(sample.detach().float().cpu(), (w.height, w.width))
+    else:
+        change = sample.detach().float().cpu() - base.float().cpu()
+        scaled = F.interpolate(change[None], size=(w.height, w.width), mode="bicubic", align_corners=False)[0]
+        full = torch.from_numpy(_cut(target, w, 0)).permute(2, 0, 1).float() / 127.5 - 1 + scaled
     fill = ((full + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     y0, x0, y1, x1 = max(w.top, 0), max(w.left, 0), min(w.top + w.height, height), min(w.left + w.width, width)
     region = fill[y0 - w.top:y1 - w.top, x0 - w.left:x1 - w.left]

@@ -7,12 +7,13 @@ callable, the settings, per-image generators, the step callback) is in :mod:`rep
 
 The classical baselines (``biharmonic``, ``telea``, ``ns``) are rows too: their entry carries a ``fill`` over the
 full-size photo and costs zero network calls, so ``--sampler telea`` works wherever a sampler name does
-(:mod:`repaint.samplers.classical`).
+(:mod:`repaint.samplers.classical`). ``refine`` starts from one of them (the row's ``prefill``) and denoises from an
+intermediate step (:mod:`repaint.samplers.refine`).
 """
 
 from __future__ import annotations
 
-from . import classical, copaint, lanpaint, repaint, sdedit, smc, time_travel
+from . import classical, copaint, lanpaint, refine, repaint, sdedit, smc, time_travel
 from .common import (
     CondFn, ModelFn, Sampler, SamplerFn, SamplingError, Step, classifier_guidance, make_generators, randn, run_steps,
 )
@@ -30,6 +31,7 @@ SAMPLERS: dict[str, Sampler] = {
     "smc": smc.SAMPLER,
     "lanpaint": lanpaint.SAMPLER,
     "copaint": copaint.SAMPLER,
+    "refine": refine.SAMPLER,               # a classical fill noised to an intermediate step, then denoised
     "biharmonic": classical.BIHARMONIC,     # classical baselines: no model, the photo at its own resolution
     "telea": classical.TELEA,
     "ns": classical.NS,

@@ -44,6 +44,9 @@ class Sampler:
     # a classical fill (uint8 [H, W, 3], keep-mask bool [H, W]) -> uint8 [H, W, 3]: no model; repaint.api gives it
     # the whole photo at its own resolution (fit "native") and counts no network call (repaint.samplers.classical)
     fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    # a sampler that starts from a classical fill: settings -> that fill; repaint.api runs it once on the whole photo
+    # at its own resolution and passes each window's view of the filled photo as ``init`` (repaint.samplers.refine)
+    prefill: Callable[..., Callable[[np.ndarray, np.ndarray], np.ndarray]] | None = None
 
 
 class SamplingError(RuntimeError):
