@@ -7,7 +7,7 @@ import pytest
 
 from evaluation_helpers import tiny_model
 from repaint import api
-from repaint.cost import Estimate, Timing, estimate, estimate_plan, time_network
+from repaint.cost import Estimate, Timing, estimate, estimate_plan, largest_batch, time_network
 from repaint.inpainter import Inpainter
 from repaint.settings import SamplerSettings
 from repaint.windows import Plan, Window
@@ -54,9 +54,13 @@ def test_a_smaller_last_batch_counts_as_its_share_of_a_full_one():
     assert estimate(tiled, timing).seconds == pytest.approx(10 * 0.1 * 2.5)
 
 
-def test_a_timing_at_another_batch_size_is_refused():
-    with pytest.raises(ValueError, match="batch 1"):
-        estimate(Plan("none", (W,), batch_size=2, calls_per_batch=5), Timing(0.1, 1, 1, "test"))
+def test_the_timing_is_at_the_largest_batch_the_plan_runs():
+    one = Plan("none", (W,), batch_size=8, calls_per_batch=5)     # a batch of 8 allowed, one job to run
+    assert largest_batch(one) == 1
+    assert estimate(one, Timing(0.1, 1, 1, "test")).seconds == pytest.approx(0.5)
+    assert largest_batch(Plan("tile", (W,) * 5, n_samples=2, batch_size=8, phases=((0, 1, 2), (3, 4)))) == 6
+    with pytest.raises(ValueError, match="largest batch is 2"):
+        estimate(Plan("crop", (W,) * 2, batch_size=2, calls_per_batch=5), Timing(0.1, 1, 1, "test"))
 
 
 def test_a_classical_fill_is_not_timed(inpainter):

@@ -2,7 +2,7 @@
 machine.
 
 :func:`time_network` calls the loaded denoiser as the run will call it (:meth:`repaint.inpainter.Inpainter.network`:
-same device, precision, compilation and graphs) at the plan's batch size and the model's resolution: one warm-up call
+same device, precision, compilation and graphs) at the plan's largest batch and the model's resolution: one warm-up call
 (compilation, graph capture and the allocator's first growth happen there, and the run reuses them), then the median
 of a few timed calls. The result is kept per (network, batch size, device, precision) for the life of the process,
 so a server times each batch size once. :func:`estimate` turns a :class:`repaint.windows.Plan` and that timing into
@@ -44,7 +44,7 @@ from .windows import Plan
 if TYPE_CHECKING:
     from .inpainter import Inpainter
 
-__all__ = ["Timing", "Estimate", "time_network", "estimate", "estimate_plan", "clear_timings"]
+__all__ = ["Timing", "Estimate", "time_network", "estimate", "estimate_plan", "largest_batch", "clear_timings"]
 
 REPEATS = 3   # timed calls after the warm-up; their median is the time per call
 
@@ -86,28 +86,35 @@ class Estimate:
 
 
 def estimate(plan: Plan, timing: Timing) -> Estimate:
-    """The time and peak memory of ``plan`` from a measured ``timing`` at the plan's batch size.
+    """The time and peak memory of ``plan`` from a measured ``timing`` at the plan's :func:`largest_batch`.
 
-    seconds = calls per batch x time per call x (jobs / batch size): every full batch costs one timed call per step,
-    and a smaller last batch (of a photo or of a tile phase) its share of one, since time per call grows about in
-    proportion to the batch on a CPU. On a GPU a small batch costs nearly as much as a full one, so there a smaller
+    seconds = calls per batch x time per call x (jobs / largest batch): every full batch costs one timed call per
+    step, and a smaller last batch (of a photo or of a tile phase) its share of one, since time per call grows about
+    in proportion to the batch on a CPU. On a GPU a small batch costs nearly as much as a full one, so there a smaller
     last batch is under-counted. A plan whose batches are all full costs exactly ``plan.calls * seconds_per_call``.
     """
+    batch = largest_batch(plan)
     if plan.calls == 0:
-        return Estimate(0.0, 0, 0.0, plan.batch_size, 0, "no network calls", "nothing")
-    if timing.batch != plan.batch_size:
-        raise ValueError(f"the timing is at batch {timing.batch}, the plan runs batches of {plan.batch_size}")
-    seconds = plan.calls_per_batch * timing.seconds_per_call * _full_batches(plan)
+        return Estimate(0.0, 0, 0.0, batch, 0, "no network calls", "nothing")
+    if timing.batch != batch:
+        raise ValueError(f"the timing is at batch {timing.batch}, the plan's largest batch is {batch}")
+    seconds = plan.calls_per_batch * timing.seconds_per_call * sum(_groups(plan)) / batch
     return Estimate(seconds, timing.peak_bytes, timing.seconds_per_call, timing.batch, plan.calls,
                     "timed on this machine", timing.memory, timing.device)
 
 
 def estimate_plan(inpainter: Inpainter, plan: Plan) -> Estimate:
-    """:func:`estimate` with the timing of ``inpainter``'s network at ``plan``'s batch size (measured once per
+    """:func:`estimate` with the timing of ``inpainter``'s network at ``plan``'s largest batch (measured once per
     process, :func:`time_network`). A plan without network calls is not timed."""
     if plan.calls == 0:
-        return estimate(plan, Timing(0.0, plan.batch_size, 0, "nothing"))
-    return estimate(plan, time_network(inpainter, plan.batch_size))
+        return estimate(plan, Timing(0.0, largest_batch(plan), 0, "nothing"))
+    return estimate(plan, time_network(inpainter, largest_batch(plan)))
+
+
+def largest_batch(plan: Plan) -> int:
+    """The most jobs one network call of ``plan`` carries: its batch size, or fewer where a photo (or a tile phase)
+    has fewer jobs than that. The size the network is timed at, and the batch whose memory is the peak."""
+    return min(plan.batch_size, max(_groups(plan)))
 
 
 def time_network(inpainter: Inpainter, batch: int, *, repeats: int = REPEATS) -> Timing:
@@ -147,10 +154,9 @@ def _measure(inpainter: Inpainter, batch: int, repeats: int, device: torch.devic
     return Timing(statistics.median(times), batch, peak.bytes, peak.what, device.type)
 
 
-def _full_batches(plan: Plan) -> float:
-    """The plan's batches counted in full batches: a smaller last batch counts as its share of one."""
-    groups = [len(p) for p in plan.phases] if plan.phases else [len(plan.windows)]
-    return sum(n * plan.n_samples for n in groups) / plan.batch_size
+def _groups(plan: Plan) -> list[int]:
+    """Jobs of each part of ``plan`` that is batched on its own: each tile phase, or the whole photo."""
+    return [len(p) * plan.n_samples for p in plan.phases] if plan.phases else [plan.jobs]
 
 
 def _sync(device: torch.device) -> None:
