@@ -103,12 +103,15 @@ def estimate(plan: Plan, timing: Timing) -> Estimate:
                     "timed on this machine", timing.memory, timing.device)
 
 
-def estimate_plan(inpainter: Inpainter, plan: Plan) -> Estimate:
+def estimate_plan(inpainter: Inpainter, plan: Plan, *, measure: bool = True) -> Estimate | None:
     """:func:`estimate` with the timing of ``inpainter``'s network at ``plan``'s largest batch (measured once per
-    process, :func:`time_network`). A plan without network calls is not timed."""
+    process, :func:`time_network`). A plan without network calls is not timed. ``measure=False``: only a timing
+    measured before is used, and None is returned where there is none (a server whose device is busy)."""
+    batch = largest_batch(plan)
     if plan.calls == 0:
-        return estimate(plan, Timing(0.0, largest_batch(plan), 0, "nothing"))
-    return estimate(plan, time_network(inpainter, largest_batch(plan)))
+        return estimate(plan, Timing(0.0, batch, 0, "nothing"))
+    timing = time_network(inpainter, batch) if measure else _known(inpainter, batch)
+    return None if timing is None else estimate(plan, timing)
 
 
 def largest_batch(plan: Plan) -> int:
@@ -121,12 +124,22 @@ def time_network(inpainter: Inpainter, batch: int, *, repeats: int = REPEATS) ->
     """Time ``inpainter``'s network as a run executes it, on a [batch, C, s, s] input at a mid timestep: one warm-up
     call, then the median of ``repeats`` calls. Cached per (network, batch, device, precision) in this process."""
     device = torch.device(inpainter.device)
-    key = (batch, str(device), inpainter.accel.resolve(device))
     with _LOCK:
         known = _TIMINGS.setdefault(inpainter.unet, {})
+        key = _key(inpainter, batch)
         if key not in known:
             known[key] = _measure(inpainter, batch, repeats, device)
         return known[key]
+
+
+def _key(inpainter: Inpainter, batch: int) -> tuple:
+    device = torch.device(inpainter.device)
+    return batch, str(device), inpainter.accel.resolve(device)
+
+
+def _known(inpainter: Inpainter, batch: int) -> Timing | None:
+    with _LOCK:
+        return _TIMINGS.get(inpainter.unet, {}).get(_key(inpainter, batch))
 
 
 def clear_timings() -> None:
