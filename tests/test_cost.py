@@ -74,13 +74,13 @@ def test_a_classical_fill_is_not_timed(inpainter):
 def test_timing_is_measured_once_per_batch_size(inpainter):
     calls = counted(inpainter)
     first = time_network(inpainter, 2)
-    assert calls == [2] * 4                          # one warm-up call and three timed ones, at the batch asked
-    assert time_network(inpainter, 2) is first and len(calls) == 4   # cached: the network is not called again
+    assert calls == [2] * 7                          # two warm-up calls and five timed ones, at the batch asked
+    assert time_network(inpainter, 2) is first and len(calls) == 7   # cached: the network is not called again
     plan = api.plan(inpainter, keep_mask(), settings=QUICK, n_samples=2)
     assert plan.batch_size == 2
-    assert estimate_plan(inpainter, plan).seconds_per_call == first.seconds_per_call and len(calls) == 4
+    assert estimate_plan(inpainter, plan).seconds_per_call == first.seconds_per_call and len(calls) == 7
     time_network(inpainter, 1)
-    assert calls[4:] == [1] * 4
+    assert calls[7:] == [1] * 7
 
 
 def test_a_real_timing_is_positive_and_its_peak_holds_the_weights(inpainter):

@@ -2,11 +2,11 @@
 machine.
 
 :func:`time_network` calls the loaded denoiser as the run will call it (:meth:`repaint.inpainter.Inpainter.network`:
-same device, precision, compilation and graphs) at the plan's largest batch and the model's resolution: one warm-up call
-(compilation, graph capture and the allocator's first growth happen there, and the run reuses them), then the median
-of a few timed calls. The result is kept per (network, batch size, device, precision) for the life of the process,
-so a server times each batch size once. :func:`estimate` turns a :class:`repaint.windows.Plan` and that timing into
-an :class:`Estimate`; :func:`estimate_plan` does both.
+same device, precision, compilation and graphs) at the plan's largest batch and the model's resolution: two warm-up
+calls (compilation, graph capture, the allocator's first growth and the thread pool's start happen there, and the
+run reuses them), then the median of five timed calls. The result is kept per (network, batch size, device,
+precision) for the life of the process, so a server times each batch size once. :func:`estimate` turns a
+:class:`repaint.windows.Plan` and that timing into an :class:`Estimate`; :func:`estimate_plan` does both.
 
 It is an estimate, and says how it was made. The time counts only the network calls (the sampler's own arithmetic,
 classifier guidance, reading and writing images are left out) at the speed measured a moment before, so a machine
@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Timing", "Estimate", "time_network", "estimate", "estimate_plan", "largest_batch", "clear_timings"]
 
-REPEATS = 3   # timed calls after the warm-up; their median is the time per call
+WARMUP = 2    # untimed calls first: compilation, graph capture, the allocator, and on a CPU the thread pool, whose
+#              first calls on a busy two-core machine ran 3-10x slower than the ones after (docs/performance.md)
+REPEATS = 5   # timed calls after the warm-up; their median is the time per call
 
 _TIMINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # network module -> {key: Timing}
 _LOCK = threading.Lock()
@@ -121,8 +123,9 @@ def largest_batch(plan: Plan) -> int:
 
 
 def time_network(inpainter: Inpainter, batch: int, *, repeats: int = REPEATS) -> Timing:
-    """Time ``inpainter``'s network as a run executes it, on a [batch, C, s, s] input at a mid timestep: one warm-up
-    call, then the median of ``repeats`` calls. Cached per (network, batch, device, precision) in this process."""
+    """Time ``inpainter``'s network as a run executes it, on a [batch, C, s, s] input at a mid timestep:
+    :data:`WARMUP` untimed calls, then the median of ``repeats`` calls. Cached per (network, batch, device,
+    precision) in this process."""
     device = torch.device(inpainter.device)
     with _LOCK:
         known = _TIMINGS.setdefault(inpainter.unet, {})
@@ -156,7 +159,8 @@ def _measure(inpainter: Inpainter, batch: int, repeats: int, device: torch.devic
     y = torch.zeros(batch, dtype=torch.int64, device=device) if inpainter.num_classes else None
     times = []
     with torch.no_grad():
-        net(x, t, y)   # warm-up: compilation, graph capture, the allocator's growth
+        for _ in range(WARMUP):
+            net(x, t, y)
         _sync(device)
         with _peak_memory(device, inpainter.unet) as peak:
             for _ in range(repeats):
