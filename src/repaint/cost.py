@@ -79,7 +79,7 @@ class Estimate:
     device: str = "cpu"
 
     def describe(self) -> str:
-        """One line, e.g. "about 8 s, peak about 0.4 GB of RAM (timed on this machine: 35 ms per call at batch 1)"."""
+        """One line, e.g. "about 13 s, peak about 0.3 GB of RAM (timed on this machine: 56 ms per call at batch 1)"."""
         if self.calls == 0:
             return "no network calls, nothing to time"
         where = {"cpu": " of RAM", "cuda": " of GPU memory"}.get(self.device, "")
