@@ -1,5 +1,7 @@
 """End-to-end tests of the `repaint` command line on a tiny random UNet (16x16)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +85,20 @@ def test_batching_does_not_change_results(files, tmp_path):
     assert inpaint(files, tmp_path / "b", "--n-samples", "2", "--batch-size", "2").exit_code == 0
     for name in ("face_s0.png", "face_s1.png"):
         assert (pixels(tmp_path / "a/inpainted" / name) == pixels(tmp_path / "b/inpainted" / name)).all()
+
+
+def test_the_estimate_follows_the_plan_before_any_progress(files, tmp_path):
+    result = inpaint(files, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    text = result.output   # stdout and stderr as a terminal shows them, in the order written
+    shown = re.search(r"\rface.png: 16x16, fit none, 1 window\(s\), 14 network calls\n"
+                      r"[^\n]*?(estimate: [^\r\n]*)\n", text)
+    assert shown, text
+    assert re.fullmatch(r"estimate: about [\d.]+ m?s, peak about [\d.]+ [MG]B of RAM \(timed on this machine: "
+                        r"[\d.]+ m?s per call at batch 1\)", shown[1]), shown[1]
+    assert shown.end() < text.index(" 1/14 ")   # before the first network call of the run
+    skipped = inpaint(files, tmp_path / "quiet", "--no-estimate")
+    assert skipped.exit_code == 0 and "estimate:" not in skipped.output
 
 
 def test_save_frames(files, tmp_path):

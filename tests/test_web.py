@@ -4,6 +4,7 @@ answers "busy"; no client-supplied path reaches the file system. (The page itsel
 from __future__ import annotations
 
 import io
+import re
 import select
 import socket
 import threading
@@ -258,7 +259,10 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit_not_after(tight_serv
 
 def test_a_run_over_the_cost_limit_is_refused_before_it_starts(tight_server):
     response = _post(tight_server, steps=250)
-    assert response.status_code == 400 and "network calls" in response.json()["error"]
+    error = response.json()["error"]
+    assert response.status_code == 400, error
+    assert re.fullmatch(r"this run needs 250 network calls, over the server's limit of 100: about [\d.]+ s, peak "
+                        r"about .* per call at batch 1\); choose a shorter schedule or fewer samples", error), error
 
 
 def test_twenty_concurrent_requests_all_finish_or_get_busy_and_the_server_lives(tight_server):
@@ -399,6 +403,7 @@ def test_brush_names_plan_and_preview_follow_the_photo():
     keep[40:60, 60:100] = False
     said = runner.describe_plan(keep, RunOptions())
     assert "1 window(s) of 64x64" in said and "230 network calls for 1 sample(s)" in said
+    assert "Estimate: about " in said and "per call at batch 1)" in said
     assert "Over this server's limit" in runner.describe_plan(keep, RunOptions(schedule="paper"))
     photo = np.zeros((100, 150, 3), np.uint8)
     import torch
@@ -412,6 +417,31 @@ def test_brush_names_plan_and_preview_follow_the_photo():
     big = preview(np.zeros((1500, 2000, 3), np.uint8), np.zeros((1500, 2000), bool), Window(0, 0, 1500, 2000),
                   torch.ones(3, 64, 64))
     assert big.shape == (768, 1024, 3) and (big == 255).all()
+
+
+def test_the_plan_shows_the_estimate_and_a_refusal_says_it():
+    from repaint.cost import clear_timings
+
+    runner = Runner(ModelMenu({"default": "default"}), Limits(max_calls=300))
+    photo = np.asarray(Image.open(io.BytesIO(FACE)).convert("RGB"))
+    keep = np.asarray(Image.open(io.BytesIO(FACE_MASK)).convert("L")) >= 128
+    clear_timings()
+    with runner.gate.slot():     # a run holds the device: no timing beside it
+        assert "Estimate: once the run in progress ends" in runner.describe_plan(keep, RunOptions(n_samples=2))
+    said = runner.describe_plan(keep, RunOptions(n_samples=2))
+    guess = re.search(r"Estimate: (about [\d.]+ m?s, peak about [\d.]+ [MG]B of RAM \(timed on this machine: "
+                      r"[\d.]+ m?s per call at batch 2\))$", said)
+    assert guess, said
+    with runner.gate.slot():     # measured before: shown while a run holds the device
+        assert guess[1] in runner.describe_plan(keep, RunOptions(n_samples=2))
+    with pytest.raises(ValueError) as refused:
+        runner.run(photo, keep, RunOptions(schedule="paper"))
+    message = str(refused.value)
+    assert "\n" not in message and "over the server's limit of 300" in message
+    assert re.search(r"2,410 network calls, over the server's limit of 300: about [\d.]+ (s|min), peak about .* "
+                     r"per call at batch 1\); choose", message), message
+    fill = runner.describe_plan(keep, RunOptions(sampler="telea"))
+    assert "classical fill of the whole 64x64 photo" in fill and "Estimate: no network calls" in fill
 
 
 def test_the_model_menu_takes_names_never_paths(tmp_path):

@@ -16,6 +16,9 @@ so the rules below hold everywhere:
   the model's change is scaled back (:func:`repaint.windows.paste` with ``base``), so the fill keeps its detail.
 * **Masks** are boolean arrays of the photo's size, True = keep (white in mask files), False = fill. A mask of
   another size is an error in every mode.
+* **Cost before it is spent**: :func:`plan` counts the windows and network calls, and
+  :func:`~repaint.cost.estimate_plan` turns a plan into seconds and peak memory from a short timed call of the
+  network on this machine (:mod:`repaint.cost`).
 * **Seeds**: sample ``k`` of a photo uses ``seeds[k]`` for every window (each window and seed its own
   ``torch.Generator``), so a result does not depend on the batch it ran in.
 
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cost import Estimate, estimate_plan
 from .files import png_writer, write_group
 from .images import ImageError, OutputDirs, read_rgb, to_uint8
 from .masks import MaskError, read_keep_mask
@@ -57,6 +61,8 @@ __all__ = [
     "read_mask",
     "plan",
     "planned_calls",
+    "Estimate",
+    "estimate_plan",
     "model_note",
     "inpaint",
     "inpaint_stream",

@@ -159,7 +159,7 @@ class Inpainter:
         sampler = get_sampler(settings.sampler)
         if not self.trained.clip_sample:  # the model's scheduler says its x0 estimate is not to be clamped
             settings = replace(settings, clip_denoised=False)
-        unet = self._accelerated("unet")
+        unet = self.network()
         extra = {}
         if init is not None:
             if entry(settings.sampler).prefill is None:
@@ -170,6 +170,11 @@ class Inpainter:
             settings=settings, generators=make_generators(seeds, self.device), cond_fn=cond_fn, callback=callback,
             **extra,
         )
+
+    def network(self) -> Callable[..., torch.Tensor]:
+        """The denoiser ``net(x, t, y)`` as a run executes it (:attr:`accel` applied, converted once and cached):
+        what :mod:`repaint.cost` times."""
+        return self._accelerated("unet")
 
     def _accelerated(self, name: str) -> Callable[..., torch.Tensor]:
         """``self.unet`` / ``self.classifier`` executed as ``self.accel`` says, converted once and cached.

@@ -34,10 +34,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def echo(message: str, err: bool = False) -> None:
-    """A line on stdout/stderr that does not break a running progress bar (tqdm clears and redraws it)."""
+    """A line on stdout/stderr that does not break a running progress bar (tqdm clears and redraws it), flushed at
+    once: a plan and its estimate must show before the sampling they describe, also when stdout is a pipe."""
     from tqdm import tqdm
 
-    tqdm.write(message, file=sys.stderr if err else sys.stdout)
+    stream = sys.stderr if err else sys.stdout
+    with tqdm.external_write_mode(file=stream):   # tqdm.write, flushed before the bar is drawn again
+        stream.write(message + "\n")
+        stream.flush()
 
 
 def handles_errors(command):

@@ -12,8 +12,8 @@ import torch
 
 from ..accel import PRECISIONS, Accel, execution_summary
 from ..api import (
-    FIT_STRATEGIES, MAX_SAMPLES, InpaintRequest, inpaint_stream, model_note, plan, read_image, read_mask,
-    result_paths, write_result,
+    FIT_STRATEGIES, MAX_SAMPLES, InpaintRequest, estimate_plan, inpaint_stream, model_note, plan, read_image,
+    read_mask, result_paths, write_result,
 )
 from ..files import check_destinations, ensure_writable
 from ..images import OutputDirs, check_readable, output_name, save_image
@@ -67,6 +67,9 @@ Examples:
               help="A reference RePaint YAML config (confs/test_*.yml); options given here override it.")
 @click.option("--save-frames", type=click.IntRange(min=1), default=None,
               help="Also save the x0 estimate every N network calls to OUT/frames/ (model size, per window).")
+@click.option("--estimate/--no-estimate", default=True, show_default=True,
+              help="Print each photo's estimated time and peak memory with its plan, from a few timed network "
+                   "calls on this machine (the first call at a batch size warms up the network).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Network precision: auto = fp16 compiled with CUDA graphs on CUDA, fp32 on CPU; fp32 executes "
                    "like the reference.")
@@ -162,6 +165,8 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
                  f"{len(layout.windows)} window(s)"
                  + (f" in {len(layout.phases)} phase(s), {layout.batches} batch(es)" if layout.phases else "")
                  + f", {layout.calls} network calls")
+            if opts["estimate"]:
+                echo(f"estimate: {estimate_plan(inpainter, layout).describe()}")
             note = model_note(inpainter, photo.shape, settings)
             if note is not None:
                 echo(note)

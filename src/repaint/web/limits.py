@@ -62,6 +62,17 @@ class RunGate:
         return self._admitted
 
     @contextmanager
+    def idle(self):
+        """The device for a moment, only if no run holds it: yields True (held until the block ends) or False at
+        once, never waiting. For a short measurement that a run beside it would disturb."""
+        held = self._run.acquire(blocking=False)
+        try:
+            yield held
+        finally:
+            if held:
+                self._run.release()
+
+    @contextmanager
     def slot(self):
         with self._count:
             if self._admitted >= 1 + self.max_queue:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..api import Cancelled, InpaintResult, Plan, Progress, Window, inpaint, model_note, plan
+from ..api import Cancelled, Estimate, InpaintResult, Plan, Progress, Window, estimate_plan, inpaint, model_note, plan
 from ..samplers import SAMPLERS
 from ..settings import SCHEDULES, SamplerSettings, resolve_settings
 from .limits import Limits, RunGate, check_pixels
@@ -171,8 +171,17 @@ class Runner:
         settings = self.settings(inpainter.recommended, opts)
         return plan(inpainter, keep, "auto", settings, n_samples=opts.n_samples), settings
 
+    def estimate(self, chosen: Plan, opts: RunOptions) -> Estimate | None:
+        """The time and memory ``chosen`` will cost (:func:`repaint.cost.estimate_plan`). The network is timed only
+        while no run holds the device (a run beside it would slow both and spoil the measurement): None while one
+        runs and this batch size has not been timed before."""
+        inpainter = self.menu.get(opts.model)
+        with self.gate.idle() as free:
+            return estimate_plan(inpainter, chosen, measure=free)
+
     def describe_plan(self, keep: np.ndarray, opts: RunOptions) -> str:
-        """The plan in words, before Inpaint: how the photo is fitted, the windows, the network calls."""
+        """The plan in words, before Inpaint: how the photo is fitted, the windows, the network calls, and the
+        estimated time and memory."""
         from ..samplers import describe
 
         chosen, settings = self.plan(keep, opts)
@@ -180,9 +189,12 @@ class Runner:
         h, w = keep.shape
         fit = {"none": f"the photo is the model's size ({side}x{side})",
                "crop": f"{len(chosen.windows)} window(s) of {side}x{side} around the hole, at full resolution",
-               "resize": f"the whole {w}x{h} photo scaled to {side}x{side} (the fill is scaled back)"}[chosen.fit]
+               "resize": f"the whole {w}x{h} photo scaled to {side}x{side} (the fill is scaled back)",
+               "native": f"a classical fill of the whole {w}x{h} photo at its own resolution, no model"}[chosen.fit]
+        guess = self.estimate(chosen, opts)
         words = (f"Plan: {fit}; {chosen.calls:,} network calls for {opts.n_samples} sample(s) "
-                 f"({describe(settings)})")
+                 f"({describe(settings)}). Estimate: "
+                 + (guess.describe() if guess is not None else "once the run in progress ends (the device is busy)"))
         if chosen.calls > self.limits.max_calls:
             words += f". Over this server's limit of {self.limits.max_calls:,} calls: choose a shorter schedule"
         return words
@@ -210,9 +222,10 @@ class Runner:
                 raise Cancelled(f"{why} before it started")
             inpainter = self.menu.get(opts.model)
             chosen, settings = self.plan(keep, opts)   # the run below makes exactly these windows and calls
-            if chosen.calls > self.limits.max_calls:
+            if chosen.calls > self.limits.max_calls:   # the device is held here: the estimate is always measured
                 raise ValueError(f"this run needs {chosen.calls:,} network calls, over the server's limit of "
-                                 f"{self.limits.max_calls:,}; choose a shorter schedule or fewer samples")
+                                 f"{self.limits.max_calls:,}: {estimate_plan(inpainter, chosen).describe()}; "
+                                 "choose a shorter schedule or fewer samples")
             calls, shown = 0, 0.0
 
             def callback(progress: Progress) -> None:
