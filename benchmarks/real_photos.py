@@ -178,7 +178,7 @@ class CallCounter:
 
 
 def method_settings(inpainter, names: list[str]) -> dict[str, SamplerSettings]:
-    table = {"default": inpainter.recommended, "tile": inpainter.recommended,
+    table = {"default": inpainter.recommended, "tile": inpainter.recommended, "crop": inpainter.recommended,
              "fast": resolve_settings(inpainter.recommended, "fast")}
     return {m: table[m] if m in table else refine_settings(inpainter, m) if m.startswith("refine")
             else SamplerSettings(sampler=m) for m in names}
@@ -197,11 +197,13 @@ def refine_settings(inpainter, method: str) -> SamplerSettings:
 
 
 def fit_of(method: str) -> str:
-    """"tile" is the default sampler at fit "tile" (model-sized tiles at the photo's resolution); a ``refine:...``
-    spec says its own fit (default "tile"); the rest "auto"."""
+    """"tile" is the default sampler at fit "tile" (model-sized tiles at the photo's resolution), "crop" at fit "crop"
+    (windows scaled down where a hole is larger than the model: what "default" was before ``auto`` tiled such holes,
+    and what the recorded "default" rows of docs/real-photos.md ran); a ``refine:...`` spec says its own fit (default
+    "tile"); the rest "auto"."""
     if method.startswith("refine"):
         return _spec(method).get("fit", "tile")
-    return "tile" if method == "tile" else "auto"
+    return method if method in ("tile", "crop") else "auto"
 
 
 def run_photos(inpainter, counter, methods, mask_seeds, sheets_dir, photos=PHOTOS,

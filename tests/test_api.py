@@ -103,6 +103,28 @@ def test_auto_picks_by_size(inpainter):
         resolve_fit("none", 100, 64, SIZE)
 
 
+def test_auto_tiles_a_hole_whose_window_would_be_scaled_and_crops_one_that_fits(monkeypatch):
+    from repaint import windows
+
+    small = keep_mask(300, 400, (100, 110, 200, 212))                       # a spot: one window at scale 1
+    plan = windows.plan_windows(small, SIZE, "auto")
+    assert plan.fit == "crop" and all(w.height == w.width == SIZE for w in plan.windows)
+    scratch = keep_mask(300, 400, (150, 153, 10, 390))                      # a 380-px scratch, 3 px wide
+    assert max(w.height for w in crop_windows(~scratch, SIZE)) > SIZE       # crop would scale it down
+    plan = windows.plan_windows(scratch, SIZE, "auto")
+    assert plan.fit == "tile" and plan.phases
+    assert all(w.height == w.width == SIZE for w in plan.windows)           # the photo's own resolution
+    hole = ~scratch
+    covered = np.zeros_like(hole)
+    for w in plan.windows:
+        covered[w.top:w.top + w.height, w.left:w.left + w.width] = True
+    assert covered[hole].all()
+    assert windows.plan_windows(scratch, SIZE, "crop").fit == "crop"        # asked for by name: still available
+    monkeypatch.setattr(windows, "MAX_TILES", len(plan.windows) - 1)
+    with pytest.raises(ImageError, match="tiles .* use fit 'resize'"):
+        windows.plan_windows(scratch, SIZE, "auto")
+
+
 def test_a_hole_larger_than_the_model_is_downscaled_and_every_hole_pixel_stays_unknown():
     image, keep = photo(200, 200), keep_mask(200, 200, (40, 140, 50, 170))
     (win,) = crop_windows(~keep, SIZE)

@@ -179,6 +179,8 @@ CASES = [
     Case("make_mask of an unknown kind", "api:make_mask_unknown", "hexagon"),
     Case("api.inpaint with a mask of another size", "api:inpaint_mask_size", "mask must have its image's size"),
     Case("api.inpaint with an unknown fit", "api:inpaint_fit", "fit must be one of"),
+    Case("api.inpaint with a hole too large for any sensible tile plan", "api:inpaint_tiles",
+         "use fit 'resize'"),
     # repaint serve (only inputs refused before the server starts)
     Case("serve: model file missing", "serve --model {w}/nowhere.safetensors", "does not exist"),
     Case("serve: model file of random bytes", "serve --model {w}/corrupt.pt", "cannot read checkpoint"),
@@ -298,11 +300,11 @@ def _api_calls(p: dict[str, str]) -> dict:
 
     w = Path(p["w"])
 
-    def inpaint_call(mask_shape, fit="auto"):
+    def inpaint_call(mask_shape, fit="auto", photo=(40, 40)):
         from repaint import api
 
         inpainter = Inpainter.load(p["tiny"])
-        api.inpaint(inpainter, np.zeros((40, 40, 3), np.uint8), np.zeros(mask_shape, bool), fit=fit,
+        api.inpaint(inpainter, np.zeros((*photo, 3), np.uint8), np.zeros(mask_shape, bool), fit=fit,
                     settings=SamplerSettings(steps=2, jump_length=1, jump_n_sample=1))
 
     def seed_count():
@@ -326,6 +328,8 @@ def _api_calls(p: dict[str, str]) -> dict:
         "inpaint_mask_size": ("api.inpaint(inpainter, photo 40x40, mask 40x41)", lambda: inpaint_call((40, 41))),
         "inpaint_fit": ('api.inpaint(inpainter, photo, mask, fit="stretch")',
                         lambda: inpaint_call((40, 40), fit="stretch")),
+        "inpaint_tiles": ("api.inpaint(inpainter, photo 1600x1600 all hole) on a 32x32 model",
+                          lambda: inpaint_call((1600, 1600), photo=(1600, 1600))),
     }
 
 

@@ -14,8 +14,11 @@ The fit strategies (``fit=``) bring a photo to the model's square size ``s`` and
   holes' bounding box, in *phases* (four on a regular grid) whose tiles never overlap and run as one batch. A tile
   sees the photo's known pixels and every pixel the tiles of earlier phases filled as known, so the overlaps are
   joined by the model's own conditioning (nothing is averaged: a pixel keeps the first fill it gets). Both sides of
-  the photo must be at least ``s``; never chosen by ``auto``.
-- ``"auto"``: ``none`` at the model's size, ``crop`` when both sides are at least ``s``, ``resize`` otherwise.
+  the photo must be at least ``s``. A hole needing more than :data:`MAX_TILES` tiles is refused (one line naming
+  ``resize``).
+- ``"auto"``: ``none`` at the model's size; when both sides are at least ``s``, ``crop`` if every hole region's
+  window is the model's size (scale 1) and ``tile`` otherwise, so a hole is never silently filled at a fraction of
+  the photo's resolution where tiles can serve it; ``resize`` for a photo smaller than ``s``.
 
 A sampler without a model (a classical fill, :mod:`repaint.samplers.classical`) gets the concrete fit ``"native"``
 whatever was asked (:func:`native_plan`): one window, the whole photo at its own resolution, no scaling either way,
@@ -42,12 +45,13 @@ import torch.nn.functional as F
 
 from .images import ImageError
 
-__all__ = ["FIT_STRATEGIES", "NATIVE", "Window", "Plan", "plan_windows", "native_plan", "native_view", "resolve_fit",
-           "tile_phases", "crop_windows", "windows_for", "window_view", "paste"]
+__all__ = ["FIT_STRATEGIES", "MAX_TILES", "NATIVE", "Window", "Plan", "plan_windows", "native_plan", "native_view",
+           "resolve_fit", "tile_phases", "crop_windows", "windows_for", "window_view", "paste"]
 
 FIT_STRATEGIES = ("auto", "crop", "resize", "none", "tile")
 NATIVE = "native"   # the concrete fit of a classical fill: the whole photo at its own size, no model
 DEFAULT_BATCH = 8   # (window, sample) jobs per network call unless told otherwise
+MAX_TILES = 4096    # tiles of one photo's plan: 64x64 tiles 48 px apart cover about 3,000 x 3,000 px of hole
 
 
 @dataclass(frozen=True)
@@ -101,14 +105,21 @@ def plan_windows(mask: np.ndarray, size: int, fit: str = "auto", *, n_samples: i
     as the photo has, up to :data:`DEFAULT_BATCH`."""
     concrete = resolve_fit(fit, *mask.shape, size)
     phases: tuple[tuple[int, ...], ...] = ()
+    crops = crop_windows(~mask, size) if concrete == "crop" else []
+    if fit == "auto" and any(w.height > size for w in crops):
+        concrete = "tile"      # a region's window would be scaled down: tiles fill it at the photo's resolution
     if concrete == "tile":
         grouped = tile_phases(~mask, size)
+        count = sum(len(p) for p in grouped)
+        if count > MAX_TILES:
+            raise ImageError(f"the hole needs {count:,} tiles of {size}x{size} at the photo's resolution (the limit is "
+                             f"{MAX_TILES:,}); use fit 'resize' (the whole photo scaled to the model) or 'crop'")
         windows = tuple(w for phase in grouped for w in phase)
         starts = np.cumsum([0] + [len(p) for p in grouped])
         phases = tuple(tuple(range(a, b)) for a, b in zip(starts[:-1], starts[1:]))
         widest = max(len(p) for p in grouped) * n_samples
     else:
-        windows = tuple(windows_for(mask, size, concrete))
+        windows = tuple(crops) if concrete == "crop" else tuple(windows_for(mask, size, concrete))
         widest = len(windows) * n_samples
     batch = batch_size or min(widest, DEFAULT_BATCH)
     if batch < 1:

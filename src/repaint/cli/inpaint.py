@@ -57,9 +57,11 @@ Examples:
               show_default=True, help="Output folder (inpainted/, gt_masked/, gt_keep_mask/, gt/), full size.")
 @click.option("--invert-mask", is_flag=True, help="The mask file uses white for the region to fill.")
 @click.option("--fit", type=click.Choice(FIT_STRATEGIES), default="auto", show_default=True,
-              help="How a photo meets the model's size: crop = a window around each hole (auto when the photo is "
-                   "larger), resize = the whole photo, none = sizes must match, tile = model-sized tiles at the "
-                   "photo's own resolution, phase by phase. Only hole pixels are replaced.")
+              help="How a photo meets the model's size: crop = a window around each hole (scaled down where the "
+                   "hole is larger than the model), resize = the whole photo, none = sizes must match, tile = "
+                   "model-sized tiles at the photo's own resolution, phase by phase. auto: none at the model's "
+                   "size, crop where every window is at scale 1, else tile; resize for a smaller photo. Only hole "
+                   "pixels are replaced.")
 @click.option("--injection", type=click.Choice(INJECTION_MODES), default="reference", show_default=True,
               help="How the known region is joined: as the reference code, or as the paper's Alg. 1.")
 @click.option("--no-paste", is_flag=True, help="Do not paste the exact known pixels at model size (as the reference).")

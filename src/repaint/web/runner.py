@@ -189,6 +189,8 @@ class Runner:
         h, w = keep.shape
         fit = {"none": f"the photo is the model's size ({side}x{side})",
                "crop": f"{len(chosen.windows)} window(s) of {side}x{side} around the hole, at full resolution",
+               "tile": f"{len(chosen.windows)} tile(s) of {side}x{side} over the hole at the photo's resolution, in "
+                       f"{len(chosen.phases)} phase(s)",
                "resize": f"the whole {w}x{h} photo scaled to {side}x{side} (the fill is scaled back)",
                "native": f"a classical fill of the whole {w}x{h} photo at its own resolution, no model"}[chosen.fit]
         guess = self.estimate(chosen, opts)
