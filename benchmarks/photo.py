@@ -75,7 +75,8 @@ def main() -> None:
         inpainter.unet.register_forward_pre_hook(before)
         inpainter.unet.register_forward_hook(after)
         start = time.perf_counter()
-        fit, windows = api.plan(inpainter, mask)
+        layout = api.plan(inpainter, mask, "auto", settings)
+        fit, windows = layout.fit, layout.windows
         result = api.inpaint(inpainter, photo, mask, settings=settings, seeds=[0])
         timings["inpaint (whole call)"] = time.perf_counter() - start
         sampled_network = network[0]

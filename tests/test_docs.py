@@ -49,7 +49,7 @@ SKIP_KINDS = {
     "gpu": "needs one or more GPUs",
     "slow": "takes a minute or more on two CPU cores",
 }
-BLOCK_TIMEOUT = 300  # seconds; no block that runs takes more than about 30 s on two shared cores
+BLOCK_TIMEOUT = 900  # seconds; no block that runs takes more than about 30 s on two quiet cores (5 min under load)
 
 
 @dataclass(frozen=True)

@@ -400,9 +400,12 @@ def test_brush_names_plan_and_preview_follow_the_photo():
     assert photo_stem(None) == "photo" and photo_stem("....png", "image") == "image"
     runner = Runner(ModelMenu({"default": "default"}), Limits(max_calls=300))
     keep = np.ones((100, 150), bool)
-    keep[40:60, 60:100] = False
+    keep[40:60, 60:100] = False       # fits a 64x64 tile at scale 1 (a crop window with its margin would not)
     said = runner.describe_plan(keep, RunOptions())
-    assert "1 window(s) of 64x64" in said and "230 network calls for 1 sample(s)" in said
+    assert "1 tile(s) of 64x64 over the hole" in said and "230 network calls for 1 sample(s)" in said
+    spot = np.ones((100, 150), bool)
+    spot[45:55, 70:80] = False
+    assert "1 window(s) of 64x64 around the hole, at full resolution" in runner.describe_plan(spot, RunOptions())
     assert "Estimate: about " in said and "per call at batch 1)" in said
     assert "Over this server's limit" in runner.describe_plan(keep, RunOptions(schedule="paper"))
     photo = np.zeros((100, 150, 3), np.uint8)
