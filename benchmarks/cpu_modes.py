@@ -116,6 +116,7 @@ class OnnxCall:
 def make_calls(net, config, modes, batch, threads, folder) -> tuple[dict, dict]:
     """{mode: callable}, {mode: why it could not be built}."""
     calls, failed = {}, {}
+    torch._dynamo.reset()  # every group compiles afresh: stale guards would count towards dynamo's recompile limit
     for mode in modes:
         try:
             if mode == "onnxruntime":
