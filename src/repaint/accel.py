@@ -19,20 +19,21 @@ ran in.
                     run (Triton on a GPU of compute capability 7.0 or newer), eager (NCHW) with a warning where it
                     cannot. fp16 rather than bf16: both run at the same tensor-core rate, and fp16's 11
                     significand bits keep one call within 0.1-0.2 % of float32 where bf16 measures 0.8-1.5 %
-                    (tests/test_accel.py; 0.10 % and 1.2 % on an H200). On a CPU: ``"bf16"`` with channels-last
-                    for a network of at least :data:`CPU_AUTO_MIN_PARAMETERS` parameters (the 256x256 models) where
-                    the CPU computes in bfloat16 natively (AVX512-BF16 or AMX, :func:`cpu_native_bf16`), the
-                    fastest mode that passed the tolerance of docs/performance.md ("CPU modes"); ``"fp32"``, the
-                    network untouched, otherwise.
+                    (tests/test_accel.py; 0.10 % and 1.2 % on an H200). On a CPU: ``"bf16"``, channels-last and
+                    compiled (where a C++ compiler is found; eager otherwise) for a network of at least
+                    :data:`CPU_AUTO_MIN_PARAMETERS` parameters (the 256x256 models) where the CPU computes in
+                    bfloat16 natively (AVX512-BF16 or AMX, :func:`cpu_native_bf16`): the fastest mode that passed
+                    the tolerance of docs/performance.md ("CPU modes"). ``"fp32"``, the network untouched,
+                    otherwise.
 ==================  ================================================================================================
 
 ``compile`` and ``channels_last`` left at ``None`` are on for a reduced-precision run on CUDA that can compile, off
-otherwise (channels-last also for "auto"'s bf16 on a CPU); ``cuda_graphs`` at ``None`` is on wherever the call is
-compiled or the precision is "auto" on CUDA. Set them to force either way (eager GroupNorm on channels-last memory is
-slow on CUDA, which is why eager CUDA calls stay NCHW). A compiled
-call treats the batch size as dynamic (one compilation serves every batch of two or more; batch 1 gets its own), so the
-last, smaller batch of a run does not recompile. Compiled code is cached on disk (:func:`compile_cache_dir`), so only a
-machine's first run pays the full compilation.
+otherwise, except channels-last for bf16 on a CPU (faster than NCHW bf16 in every CPU measurement, docs/performance.md);
+``cuda_graphs`` at ``None`` is on wherever the call is compiled or the precision is "auto" on CUDA. Set them to force
+either way (eager GroupNorm on channels-last memory is slow on CUDA, which is why eager CUDA calls stay NCHW).
+A compiled call treats the batch size as dynamic (one compilation serves every batch of two or more; batch 1 gets its
+own), so the last, smaller batch of a run does not recompile. Compiled code is cached on disk
+(:func:`compile_cache_dir`), so only a machine's first run pays the full compilation.
 
 Weights are cast once, up front: autocast alone would cast all 552.8M parameters of the 256x256 model again on every
 call (about 3.3 GB of memory traffic per call).
@@ -108,18 +109,19 @@ class Accel:
         left "auto" or None."""
         device = torch.device(device)
         cuda = device.type == "cuda"
+        cpu_bf16 = (self.precision == "auto" and device.type == "cpu" and (parameters or 0) >= CPU_AUTO_MIN_PARAMETERS
+                    and cpu_native_bf16())
         compile_ = self.compile
         if compile_ is None:
-            compile_ = cuda and self.precision in ("auto", "bf16", "fp16") and compiler_available(device)
+            compile_ = ((cuda and self.precision in ("auto", "bf16", "fp16") and compiler_available(device))
+                        or (cpu_bf16 and cpu_compiler_available()))
         precision = self.precision
-        cpu_bf16 = False
         if precision == "auto":
-            cpu_bf16 = device.type == "cpu" and (parameters or 0) >= CPU_AUTO_MIN_PARAMETERS and cpu_native_bf16()
             precision = "fp16" if cuda else "bf16" if cpu_bf16 else "fp32"
         reduced = precision in ("bf16", "fp16")
         channels_last = self.channels_last
         if channels_last is None:  # eager GroupNorm on channels-last memory is slow on CUDA: only for compiled calls
-            channels_last = (cuda and compile_ and reduced) or cpu_bf16
+            channels_last = (cuda and compile_ and reduced) or (device.type == "cpu" and precision == "bf16")
         cuda_graphs = self.cuda_graphs
         if cuda_graphs is None:
             cuda_graphs = cuda and (compile_ or self.precision == "auto")
