@@ -76,6 +76,9 @@ CPU_AUTO_MIN_PARAMETERS = 100_000_000
 # and the graph capture. Batch 1 is a second compilation (57 s cold).
 COMPILE_COLD = "about 90 s for a 256x256 model"
 COMPILE_WARM = "about 20 s"
+# The same on one core of the 2-core AMD EPYC of docs/performance.md ("CPU modes"): the first bf16 call took 170 s
+# against 12 s for the next ones.
+COMPILE_COLD_CPU = "about 3 min for a 256x256 model on one CPU core"
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,9 @@ def execution_summary(accel: Accel, device: torch.device | str, parameters: int 
     compiles."""
     plan = accel.resolve(device, parameters)
     text = plan.label()
-    if plan.compile:
+    if plan.compile and torch.device(device).type == "cpu":
+        text += f" (the first call compiles the network: {COMPILE_COLD_CPU}, less once cached in {compile_cache_dir()})"
+    elif plan.compile:
         text += (f" (the first call compiles the network: {COMPILE_COLD} on a machine's first run, "
                  f"{COMPILE_WARM} after that, from {compile_cache_dir()})")
     return text
