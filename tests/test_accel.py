@@ -151,6 +151,14 @@ def test_auto_on_cpu_converts_a_large_network_only(monkeypatch, unet, inputs):
         assert _rel(fast(*inputs), unet(*inputs)) < 2e-2
 
 
+def test_the_plan_line_of_a_compiled_cpu_call_gives_the_cpu_compile_time(monkeypatch):
+    monkeypatch.setattr(accel_module, "cpu_native_bf16", lambda: True)
+    monkeypatch.setattr(accel_module, "cpu_compiler_available", lambda: True)
+    line = accel_module.execution_summary(Accel(), "cpu", 552_814_086)
+    assert line.startswith("bf16+cl+compile") and accel_module.COMPILE_COLD_CPU in line
+    assert accel_module.execution_summary(Accel(), "cpu", 5_000_000) == "fp32"
+
+
 def test_unavailable_names_the_alternative(monkeypatch):
     monkeypatch.setattr(accel_module, "cpu_native_bf16", lambda: False)
     monkeypatch.setattr(accel_module, "cpu_compiler_available", lambda: False)
