@@ -83,7 +83,8 @@ COMPILE_COLD_CPU = "about 3 min for a 256x256 model on one CPU core"
 
 @dataclass(frozen=True)
 class Accel:
-    """How to execute the network. ``Accel()`` is the default: compiled fp16 on CUDA, untouched on CPU."""
+    """How to execute the network. ``Accel()`` is the default: compiled fp16 on CUDA; on a CPU untouched, except a
+    network of :data:`CPU_AUTO_MIN_PARAMETERS`+ parameters on a CPU with native bf16 (compiled bf16, channels-last)."""
 
     precision: str = "auto"             # one of PRECISIONS
     channels_last: bool | None = None   # NHWC activations and weights; None = with compile on CUDA (reduced precision)
