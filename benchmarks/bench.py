@@ -41,7 +41,7 @@ from repaint.schedule import JumpSchedule, transitions
 
 MODES: dict[str, Accel] = {
     "reference": Accel.reference(),                              # float32, eager, NCHW: as the reference runs
-    "auto": Accel(),                      # the library default: compiled fp16 + CUDA graphs on CUDA, fp32 on CPU
+    "auto": Accel(),                      # the default: CUDA fp16 compiled + graphs; CPU: see accel.resolve
     "auto-eager": Accel(compile=False),   # the default where no compiler runs: fp16 + CUDA graphs, NCHW
     "reference-fp16": Accel("reference-fp16", channels_last=False),  # the reference's own use_fp16 mode
     "fp32-cl": Accel("fp32", channels_last=True),

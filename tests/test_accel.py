@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from repaint.accel import REFERENCE, Accel, accelerate, is_noop
+from repaint import accel as accel_module
+from repaint.accel import REFERENCE, Accel, accelerate, is_noop, unavailable
 from repaint.diffusion import Diffusion, DiffusionConfig
 from repaint.models import EncoderUNetModel, UNetModel
 from repaint.inpainter import unet_model_fn
@@ -120,6 +121,53 @@ def test_auto_on_cpu_changes_nothing_even_where_a_compiler_runs(compiler):
     compiler(True)
     plan = Accel().resolve("cpu")
     assert (plan.precision, plan.channels_last, plan.compile, plan.cuda_graphs) == ("fp32", False, False, False)
+
+
+@pytest.mark.parametrize("native, cxx, parameters, expected", [
+    (True, True, 552_814_086, ("bf16", True, True, False)),     # a 256x256 ADM UNet, AVX512-BF16 or AMX, g++
+    (True, False, 552_814_086, ("bf16", True, False, False)),   # the same without a C++ compiler: eager
+    (False, True, 552_814_086, ("fp32", False, False, False)),  # without native bf16: emulated bf16 is slower
+    (True, True, 5_000_000, ("fp32", False, False, False)),     # a small network (the bundled face model's class)
+    (True, True, None, ("fp32", False, False, False)),          # a plain callable: size unknown
+])
+def test_auto_on_cpu_is_fast_bf16_only_for_large_networks_on_native_bf16(monkeypatch, native, cxx, parameters,
+                                                                         expected):
+    monkeypatch.setattr(accel_module, "cpu_native_bf16", lambda: native)
+    monkeypatch.setattr(accel_module, "cpu_compiler_available", lambda: cxx)
+    plan = Accel().resolve("cpu", parameters)
+    assert (plan.precision, plan.channels_last, plan.compile, plan.cuda_graphs) == expected
+    assert Accel("fp32").resolve("cpu", parameters) == Accel("fp32").resolve("cpu")  # fp32 forced is always fp32
+    assert is_noop(Accel("fp32"), "cpu", parameters) and is_noop(Accel.reference(), "cpu", parameters)
+    assert Accel("bf16").resolve("cpu", parameters).channels_last  # bf16 on a CPU: channels-last unless told not
+
+
+def test_auto_on_cpu_converts_a_large_network_only(monkeypatch, unet, inputs):
+    monkeypatch.setattr(accel_module, "cpu_native_bf16", lambda: True)
+    assert accelerate(unet, Accel(), "cpu") is unet                       # small: untouched, bitwise the same
+    monkeypatch.setattr(accel_module, "CPU_AUTO_MIN_PARAMETERS", 1)       # as if it were a 256x256 model
+    fast = accelerate(unet, Accel(compile=False), "cpu")                   # (compiled: test_compiled_network_...)
+    assert fast is not unet
+    with torch.no_grad():
+        assert _rel(fast(*inputs), unet(*inputs)) < 2e-2
+
+
+def test_the_plan_line_of_a_compiled_cpu_call_gives_the_cpu_compile_time(monkeypatch):
+    monkeypatch.setattr(accel_module, "cpu_native_bf16", lambda: True)
+    monkeypatch.setattr(accel_module, "cpu_compiler_available", lambda: True)
+    line = accel_module.execution_summary(Accel(), "cpu", 552_814_086)
+    assert line.startswith("bf16+cl+compile") and accel_module.COMPILE_COLD_CPU in line
+    assert accel_module.execution_summary(Accel(), "cpu", 5_000_000) == "fp32"
+
+
+def test_unavailable_names_the_alternative(monkeypatch):
+    monkeypatch.setattr(accel_module, "cpu_native_bf16", lambda: False)
+    monkeypatch.setattr(accel_module, "cpu_compiler_available", lambda: False)
+    assert "use --precision fp32" in unavailable(Accel("bf16"), "cpu")
+    assert "C++ compiler" in unavailable(Accel("fp32", compile=True), "cpu")
+    assert unavailable(Accel(), "cpu") is None and unavailable(Accel("fp32"), "cpu") is None
+    monkeypatch.setattr(accel_module, "cpu_native_bf16", lambda: True)
+    monkeypatch.setattr(accel_module, "cpu_compiler_available", lambda: True)
+    assert unavailable(Accel("bf16", compile=True), "cpu") is None
 
 
 def test_auto_without_a_compiler_on_cuda_says_so(compiler, unet):

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from repaint import accel
 from repaint.cli import cli
 from repaint.models.config import UNetConfig, build_model
 from repaint.checkpoints import save_checkpoint
@@ -301,3 +302,22 @@ def test_every_example_in_the_help_is_a_complete_command():
         assert examples, command
         if command in ("eval", "ablate", "train", "masks"):                       # --out is required there
             assert all("--out" in line for line in examples if f" {command} " in f" {line} "), (command, examples)
+
+
+@pytest.mark.parametrize("extra, says", [
+    (("--precision", "bf16"), "use --precision fp32"),               # bf16 where the CPU would only emulate it
+    (("--precision", "fp16"), "use --precision fp32"),               # fp16 is for CUDA
+    (("--compile",), "needs a C++ compiler"),                        # torch.compile's CPU backend without g++/clang++
+])
+def test_a_mode_this_cpu_cannot_run_is_one_line_naming_the_alternative(files, tmp_path, monkeypatch, extra, says):
+    monkeypatch.setattr(accel, "cpu_native_bf16", lambda: False)
+    monkeypatch.setattr(accel, "cpu_compiler_available", lambda: False)
+    out = tmp_path / "out"
+    result = inpaint(files, out, "--device", "cpu", *extra)
+    assert result.exit_code == 2 and says in error_line(result) and no_outputs(out)
+
+
+def test_an_unknown_precision_is_one_line_naming_the_choices(files, tmp_path):
+    result = inpaint(files, tmp_path / "out", "--precision", "int8")
+    assert result.exit_code == 2 and "'int8' is not one of" in result.stderr and "fp32" in result.stderr
+    assert "Traceback" not in result.output

@@ -19,16 +19,21 @@ ran in.
                     run (Triton on a GPU of compute capability 7.0 or newer), eager (NCHW) with a warning where it
                     cannot. fp16 rather than bf16: both run at the same tensor-core rate, and fp16's 11
                     significand bits keep one call within 0.1-0.2 % of float32 where bf16 measures 0.8-1.5 %
-                    (tests/test_accel.py; 0.10 % and 1.2 % on an H200). Elsewhere: ``"fp32"``, the network
-                    untouched.
+                    (tests/test_accel.py; 0.10 % and 1.2 % on an H200). On a CPU: ``"bf16"``, channels-last and
+                    compiled (where a C++ compiler is found; eager otherwise) for a network of at least
+                    :data:`CPU_AUTO_MIN_PARAMETERS` parameters (the 256x256 models) where the CPU computes in
+                    bfloat16 natively (AVX512-BF16 or AMX, :func:`cpu_native_bf16`): the fastest mode that passed
+                    the tolerance of docs/performance.md ("CPU modes"). ``"fp32"``, the network untouched,
+                    otherwise.
 ==================  ================================================================================================
 
 ``compile`` and ``channels_last`` left at ``None`` are on for a reduced-precision run on CUDA that can compile, off
-otherwise; ``cuda_graphs`` at ``None`` is on wherever the call is compiled or the precision is "auto" on CUDA. Set them
-to force either way (eager GroupNorm on channels-last memory is slow, which is why eager calls stay NCHW). A compiled
-call treats the batch size as dynamic (one compilation serves every batch of two or more; batch 1 gets its own), so the
-last, smaller batch of a run does not recompile. Compiled code is cached on disk (:func:`compile_cache_dir`), so only a
-machine's first run pays the full compilation.
+otherwise, except channels-last for bf16 on a CPU (faster than NCHW bf16 in every CPU measurement, docs/performance.md);
+``cuda_graphs`` at ``None`` is on wherever the call is compiled or the precision is "auto" on CUDA. Set them to force
+either way (eager GroupNorm on channels-last memory is slow on CUDA, which is why eager CUDA calls stay NCHW).
+A compiled call treats the batch size as dynamic (one compilation serves every batch of two or more; batch 1 gets its
+own), so the last, smaller batch of a run does not recompile. Compiled code is cached on disk
+(:func:`compile_cache_dir`), so only a machine's first run pays the full compilation.
 
 Weights are cast once, up front: autocast alone would cast all 552.8M parameters of the 256x256 model again on every
 call (about 3.3 GB of memory traffic per call).
@@ -41,6 +46,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -52,7 +58,8 @@ from torch import nn
 __all__ = [
     "resolve_device",
     "Accel", "PRECISIONS", "TRAINING_PRECISIONS", "REFERENCE", "accelerate", "is_noop", "compiler_available",
-    "compile_cache_dir", "execution_summary",
+    "compile_cache_dir", "execution_summary", "cpu_native_bf16", "cpu_compiler_available", "unavailable",
+    "network_parameters", "CPU_AUTO_MIN_PARAMETERS",
 ]
 
 # The one vocabulary of network precisions (sampling, training, the CLI). A checkpoint config's use_fp16 is the
@@ -62,15 +69,22 @@ TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")   # training autocasts; it has no
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "reference-fp16": torch.float16}
 _CAST_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding)  # matmul-like layers; norms stay float32
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+# "auto" on a CPU with native bfloat16 runs networks of at least this many parameters in bf16 (the 256x256 ADM UNets
+# have 552.8M); smaller ones, the bundled 64x64 face model among them, stay fp32 (docs/performance.md, "CPU modes").
+CPU_AUTO_MIN_PARAMETERS = 100_000_000
 # First-call time of the compiled 256x256 ADM UNet on an H200 (docs/performance.md): compilation, cuDNN's autotuning
 # and the graph capture. Batch 1 is a second compilation (57 s cold).
 COMPILE_COLD = "about 90 s for a 256x256 model"
 COMPILE_WARM = "about 20 s"
+# The same on one core of the 2-core AMD EPYC of docs/performance.md ("CPU modes"): the first bf16 call took 170 s
+# against 12 s for the next ones.
+COMPILE_COLD_CPU = "about 3 min for a 256x256 model on one CPU core"
 
 
 @dataclass(frozen=True)
 class Accel:
-    """How to execute the network. ``Accel()`` is the default: compiled fp16 on CUDA, untouched on CPU."""
+    """How to execute the network. ``Accel()`` is the default: compiled fp16 on CUDA; on a CPU untouched, except a
+    network of :data:`CPU_AUTO_MIN_PARAMETERS`+ parameters on a CPU with native bf16 (compiled bf16, channels-last)."""
 
     precision: str = "auto"             # one of PRECISIONS
     channels_last: bool | None = None   # NHWC activations and weights; None = with compile on CUDA (reduced precision)
@@ -94,20 +108,24 @@ class Accel:
         """Execute exactly like the reference implementation: float32, eager, contiguous (NCHW)."""
         return cls(precision="fp32", channels_last=False, compile=False, cuda_graphs=False)
 
-    def resolve(self, device: torch.device | str) -> "Accel":
-        """The concrete plan on ``device``: no field left "auto" or None."""
+    def resolve(self, device: torch.device | str, parameters: int | None = None) -> "Accel":
+        """The concrete plan on ``device`` for a network of ``parameters`` parameters (None: a small one): no field
+        left "auto" or None."""
         device = torch.device(device)
         cuda = device.type == "cuda"
+        cpu_bf16 = (self.precision == "auto" and device.type == "cpu" and (parameters or 0) >= CPU_AUTO_MIN_PARAMETERS
+                    and cpu_native_bf16())
         compile_ = self.compile
         if compile_ is None:
-            compile_ = cuda and self.precision in ("auto", "bf16", "fp16") and compiler_available(device)
+            compile_ = ((cuda and self.precision in ("auto", "bf16", "fp16") and compiler_available(device))
+                        or (cpu_bf16 and cpu_compiler_available()))
         precision = self.precision
         if precision == "auto":
-            precision = "fp16" if cuda else "fp32"
+            precision = "fp16" if cuda else "bf16" if cpu_bf16 else "fp32"
         reduced = precision in ("bf16", "fp16")
         channels_last = self.channels_last
-        if channels_last is None:  # eager GroupNorm on channels-last memory is slow: only for compiled calls
-            channels_last = cuda and compile_ and reduced
+        if channels_last is None:  # eager GroupNorm on channels-last memory is slow on CUDA: only for compiled calls
+            channels_last = (cuda and compile_ and reduced) or (device.type == "cpu" and precision == "bf16")
         cuda_graphs = self.cuda_graphs
         if cuda_graphs is None:
             cuda_graphs = cuda and (compile_ or self.precision == "auto")
@@ -143,9 +161,9 @@ def resolve_device(name: str | torch.device | None = "auto") -> str:
     return name
 
 
-def is_noop(accel: Accel, device: torch.device | str) -> bool:
-    """Whether ``accel`` leaves the network exactly as it is on ``device``."""
-    plan = accel.resolve(device)
+def is_noop(accel: Accel, device: torch.device | str, parameters: int | None = None) -> bool:
+    """Whether ``accel`` leaves a network of ``parameters`` parameters exactly as it is on ``device``."""
+    plan = accel.resolve(device, parameters)
     return plan.precision == "fp32" and not (plan.channels_last or plan.compile or plan.cuda_graphs)
 
 
@@ -163,11 +181,50 @@ def compiler_available(device: torch.device | str) -> bool:
         return False
 
 
-def execution_summary(accel: Accel, device: torch.device | str) -> str:
-    """One line on how the network will execute, with the cost of compiling where it compiles."""
-    plan = accel.resolve(device)
+@functools.cache
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX-BF16, read from /proc/cpuinfo). Elsewhere
+    oneDNN emulates bf16 from float32 instructions, no faster than float32 itself."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: not known, so not assumed
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@functools.cache
+def cpu_compiler_available() -> bool:
+    """Whether ``torch.compile``'s CPU backend finds a C++ compiler ($CXX, else c++, g++ or clang++)."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    return any(shutil.which(name) for name in names)
+
+
+def unavailable(accel: Accel, device: torch.device | str) -> str | None:
+    """One line if this machine cannot run the mode ``accel`` asks for as asked (naming what to use instead), else
+    None. Only explicit requests are checked: "auto" picks what runs."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return None
+    if accel.precision == "bf16" and not cpu_native_bf16():
+        return ("--precision bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so bf16 is emulated and "
+                "slower than float32; use --precision fp32 (or auto)")
+    if accel.precision in ("fp16", "reference-fp16"):
+        return f"--precision {accel.precision} is for CUDA devices; on a CPU use --precision fp32 (or auto)"
+    if accel.compile and not cpu_compiler_available():
+        return ("--compile on a CPU needs a C++ compiler (g++ or clang++; $CXX) and none was found; install one or "
+                "leave out --compile")
+    return None
+
+
+def execution_summary(accel: Accel, device: torch.device | str, parameters: int | None = None) -> str:
+    """One line on how a network of ``parameters`` parameters will execute, with the cost of compiling where it
+    compiles."""
+    plan = accel.resolve(device, parameters)
     text = plan.label()
-    if plan.compile:
+    if plan.compile and torch.device(device).type == "cpu":
+        text += f" (the first call compiles the network: {COMPILE_COLD_CPU}, less once cached in {compile_cache_dir()})"
+    elif plan.compile:
         text += (f" (the first call compiles the network: {COMPILE_COLD} on a machine's first run, "
                  f"{COMPILE_WARM} after that, from {compile_cache_dir()})")
     return text
@@ -216,7 +273,8 @@ def accelerate(
         device: where it runs (default: the device of ``net``'s first parameter, else CPU).
         inplace: convert ``net``'s weights in place instead of on a copy (saves the memory of a second copy).
 
-    Returns ``net`` itself when the plan changes nothing (``Accel()`` on CPU, :data:`REFERENCE` anywhere), so those
+    Returns ``net`` itself when the plan changes nothing (``Accel()`` on CPU for a network under
+    :data:`CPU_AUTO_MIN_PARAMETERS` or without native bf16, :data:`REFERENCE` anywhere), so those
     outputs are bitwise those of ``net``. The returned callable's first argument ``x`` is float [B, C, H, W].
     CUDA graphs are used only without autograd (under ``torch.no_grad``); a call that needs gradients (classifier
     guidance) runs the converted network directly. Where "auto" wanted a compiler and none runs here, or compiling
@@ -227,7 +285,8 @@ def accelerate(
         warnings.warn("torch.compile cannot run here (it needs Triton and a GPU of compute capability 7.0 or newer): "
                       "the network runs eagerly in fp16 with CUDA graphs, 1.9x (batch 8) to 3.4x (batch 1) slower "
                       "than compiled on an H200 (docs/performance.md)", stacklevel=2)
-    plan = accel.resolve(device)
+    parameters = network_parameters(net)
+    plan = accel.resolve(device, parameters)
     if is_noop(plan, device):
         return net
     if isinstance(net, nn.Module):
@@ -242,6 +301,11 @@ def accelerate(
     if plan.cuda_graphs:
         fn = _GraphedCall(fn)
     return fn
+
+
+def network_parameters(net) -> int | None:
+    """The parameter count of a network (None for a plain callable): what "auto" on a CPU decides by."""
+    return sum(p.numel() for p in net.parameters()) if isinstance(net, nn.Module) else None
 
 
 def _device_of(net) -> torch.device:

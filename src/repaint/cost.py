@@ -137,7 +137,7 @@ def time_network(inpainter: Inpainter, batch: int, *, repeats: int = REPEATS) ->
 
 def _key(inpainter: Inpainter, batch: int) -> tuple:
     device = torch.device(inpainter.device)
-    return batch, str(device), inpainter.accel.resolve(device)
+    return batch, str(device), inpainter.plan()
 
 
 def _known(inpainter: Inpainter, batch: int) -> Timing | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .accel import Accel, accelerate
+from .accel import Accel, accelerate, execution_summary, network_parameters
 from .diffusion import Diffusion
 from .checkpoints import Preset, load_classifier, load_denoiser
 from .models.config import DiffusionSettings, UNetConfig
@@ -82,7 +82,7 @@ class Inpainter:
     trained: DiffusionSettings = DiffusionSettings()
     classifier: torch.nn.Module | None = None
     device: torch.device = torch.device("cpu")
-    accel: Accel = Accel()  # how the networks execute (repaint.accel); the default changes nothing on CPU
+    accel: Accel = Accel()  # how the networks execute (repaint.accel); on CPU the default changes only large networks
     recommended: SamplerSettings = PAPER  # the schedule a run gets unless told otherwise (repaint.settings)
     description: str = ""             # what it was trained on, at what size (model_description)
     bundled: bool = False             # the bundled 64x64 face demo model (preset "default")
@@ -170,6 +170,14 @@ class Inpainter:
             settings=settings, generators=make_generators(seeds, self.device), cond_fn=cond_fn, callback=callback,
             **extra,
         )
+
+    def plan(self) -> Accel:
+        """How the denoiser executes here (:attr:`accel` resolved for this device and this network's size)."""
+        return self.accel.resolve(self.device, network_parameters(self.unet))
+
+    def execution(self) -> str:
+        """One line on how the denoiser executes (:func:`repaint.accel.execution_summary`)."""
+        return execution_summary(self.accel, self.device, network_parameters(self.unet))
 
     def network(self) -> Callable[..., torch.Tensor]:
         """The denoiser ``net(x, t, y)`` as a run executes it (:attr:`accel` applied, converted once and cached):

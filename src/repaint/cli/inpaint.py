@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import torch
 
-from ..accel import PRECISIONS, Accel, execution_summary
+from ..accel import PRECISIONS, Accel, unavailable
 from ..api import (
     FIT_STRATEGIES, MAX_SAMPLES, InpaintRequest, estimate_plan, inpaint_stream, model_note, plan, read_image,
     read_mask, result_paths, write_result,
@@ -73,7 +73,8 @@ Examples:
               help="Print each photo's estimated time and peak memory with its plan, from a few timed network "
                    "calls on this machine (the first call at a batch size warms up the network).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="Network precision: auto = fp16 compiled with CUDA graphs on CUDA, fp32 on CPU; fp32 executes "
+              help="Network precision: auto = fp16 compiled with CUDA graphs on CUDA; on a CPU bf16 "
+                   "(channels-last) for 256x256 models where the CPU has native bf16, else fp32; fp32 executes "
                    "like the reference.")
 @click.option("--compile/--no-compile", "compile_net", default=None,
               help="torch.compile the network.  [default: on CUDA for auto, bf16 and fp16]")
@@ -114,6 +115,8 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
             check_destinations(outputs, inputs=(image_path, mask_path))
 
     accel = Accel(precision=opts["precision"], compile=opts["compile_net"], cuda_graphs=opts["cuda_graphs"])
+    if (problem := unavailable(accel, device)) is not None:
+        raise InputError(problem)
     inpainter = load_for_run(conf, {**opts, "unet_config": parse_settings(opts["unet_config"])}, explicit, device,
                              accel)
     label = choices.class_label
@@ -130,7 +133,7 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
                f"{', class-conditional' if inpainter.num_classes else ''}) on {inpainter.device}")
     click.echo(f"trained on: {inpainter.description}")
     click.echo(f"sampler: {describe(settings)} -> {per_batch} network calls per batch")
-    click.echo(f"network: {execution_summary(inpainter.accel, inpainter.device)}")
+    click.echo(f"network: {inpainter.execution()}")
     for pairs, dirs, conf_batch in groups:
         _run(inpainter, pairs, dirs, settings, seeds, labels, scale, opts, conf_batch or opts["batch_size"])
 
