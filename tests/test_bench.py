@@ -44,7 +44,7 @@ def test_a_whole_run_writes_consistent_results(bench, tmp_path):
     assert saved == json.loads(json.dumps(result))
     rows = {(r["mode"], r["batch"]): r for r in result["rows"]}
     assert set(rows) == {("reference", 1), ("bf16", 1), ("reference", 2), ("bf16", 2)}  # reference always runs
-    assert rows["bf16", 1]["accel"] == "bf16"
+    assert rows["bf16", 1]["accel"] == "bf16+cl"          # on a CPU, bf16 runs channels-last unless told not to
     flops = result["flops_per_call"]
     assert int(flops["2"]) == 2 * int(flops["1"]) > 0
     for (mode, batch), row in rows.items():

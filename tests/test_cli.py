@@ -274,8 +274,8 @@ def test_ctrl_c_exits_130_and_writes_nothing(tmp_path):
         [sys.executable, "-m", "repaint", "inpaint", str(root / "examples/face.png"),
          str(root / "examples/face_mask.png"), "--paper", "--out", str(out), "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    for line in proc.stdout:                      # wait until sampling has begun
-        if "network calls" in line and "face.png" in line:
+    for line in proc.stdout:                      # wait until sampling begins: the estimate is the last line before
+        if line.startswith("estimate:"):
             break
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
