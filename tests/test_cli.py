@@ -273,7 +273,10 @@ def test_ctrl_c_exits_130_and_writes_nothing(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "repaint", "inpaint", str(root / "examples/face.png"),
          str(root / "examples/face_mask.png"), "--paper", "--out", str(out), "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # as from a terminal: a runner started in the background without job control ignores SIGINT, and a child
+        # inherits that (Python then installs no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:                      # wait until sampling begins: the estimate is the last line before
         if line.startswith("estimate:"):
             break
