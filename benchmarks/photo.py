@@ -38,6 +38,21 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(smooth + grain, 0, 255).astype(np.uint8)
 
 
+def time_network_calls(unet: torch.nn.Module) -> list[float]:
+    """Hooks around every forward call of ``unet``; ``[0]`` of the returned list accumulates the seconds inside."""
+    network = [0.0]
+
+    def before(module, inputs) -> None:
+        network.append(time.perf_counter())
+
+    def after(module, inputs, output) -> None:
+        network[0] += time.perf_counter() - network.pop()
+
+    unet.register_forward_pre_hook(before)
+    unet.register_forward_hook(after)
+    return network
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--height", type=int, default=3000)
@@ -64,16 +79,7 @@ def main() -> None:
         photo, mask = api.read_image(tmp / "photo.png"), api.read_mask(tmp / "mask.png")
         timings["read"] = time.perf_counter() - start
 
-        network = [0.0]          # seconds inside the UNet's forward calls, timed by hooks around each call
-
-        def before(module, args) -> None:
-            network.append(time.perf_counter())
-
-        def after(module, args, output) -> None:
-            network[0] += time.perf_counter() - network.pop()
-
-        inpainter.unet.register_forward_pre_hook(before)
-        inpainter.unet.register_forward_hook(after)
+        network = time_network_calls(inpainter.unet)
         start = time.perf_counter()
         layout = api.plan(inpainter, mask, "auto", settings)
         fit, windows = layout.fit, layout.windows

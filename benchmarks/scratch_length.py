@@ -27,7 +27,7 @@ from repaint import api
 from repaint.samplers import describe
 from repaint.settings import resolve_settings
 
-from photo import synthetic_photo
+from photo import synthetic_photo, time_network_calls
 
 
 def main() -> None:
@@ -44,16 +44,7 @@ def main() -> None:
     image = synthetic_photo(3000, 4000)
     inpainter = api.load_inpainter("default", device="cpu")
     settings = resolve_settings(inpainter.recommended, steps=args.steps)
-    network = [0.0]
-
-    def before(module, inputs) -> None:
-        network.append(time.perf_counter())
-
-    def after(module, inputs, output) -> None:
-        network[0] += time.perf_counter() - network.pop()
-
-    inpainter.unet.register_forward_pre_hook(before)
-    inpainter.unet.register_forward_hook(after)
+    network = time_network_calls(inpainter.unet)
     rows = []
     for length in lengths:
         keep = np.ones(image.shape[:2], bool)
