@@ -319,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/loop_overhead_cpu.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    torch.set_num_interop_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set, or parallel work has started (a caller that imported us): leave it
+        pass
 
     modules = import_reference(args.reference.resolve()) if args.reference else None
     not_run = {}
