@@ -52,13 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photo import time_network_calls  # noqa: E402
 
 from repaint.checkpoints import load_denoiser  # noqa: E402
-from repaint.diffusion import Diffusion, DiffusionConfig, beta_schedule  # noqa: E402
+from repaint.diffusion import Diffusion, beta_schedule  # noqa: E402
 from repaint.images import load_image  # noqa: E402
 from repaint.inpainter import unet_model_fn  # noqa: E402
 from repaint.masks import load_mask  # noqa: E402
 from repaint.samplers.common import make_generators  # noqa: E402
 from repaint.samplers.repaint import repaint  # noqa: E402
 from repaint.schedule import JumpSchedule  # noqa: E402
+from repaint.settings import SamplerSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULES = {"face64": (25, 5, 2), "adm256": (3, 1, 2)}  # (T, jump length, resamplings): 45 and 5 network calls
@@ -81,6 +82,11 @@ def load_network(name: str):
         return net, config, DiffusionSettings(steps=1000, noise_schedule="linear", learn_sigma=True)
     net, config, trained = load_denoiser("default")
     return net.eval().requires_grad_(False), config, trained
+
+
+def our_diffusion(trained, steps: int) -> Diffusion:
+    """The respaced diffusion a run of T = ``steps`` gets, as :class:`repaint.inpainter.Inpainter` builds it."""
+    return Diffusion(SamplerSettings(steps=steps).diffusion_config(trained))
 
 
 def face_and_mask(size: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,13 +186,12 @@ def diffusers_parts(net: torch.nn.Module, config, trained):
 def make_arms(net, config, trained, batch: int, schedule, ref, dparts) -> tuple[dict, dict]:
     """{arm name: zero-argument callable doing one run}, {family: [network seconds] accumulated by hooks}."""
     steps, jump, resamplings = schedule
-    times = JumpSchedule(steps, jump_length=jump, jump_n_sample=resamplings).times()
-    calls = JumpSchedule(steps, jump_length=jump, jump_n_sample=resamplings).network_calls()
+    walk = JumpSchedule(steps, jump_length=jump, jump_n_sample=resamplings)
+    times, calls = walk.times(), walk.network_calls()
     gt, keep = face_and_mask(config.image_size, batch)
     x = torch.randn(gt.shape, generator=torch.Generator().manual_seed(1))
     t = torch.full((batch,), 500, dtype=torch.int64)
-    diffusion = Diffusion(DiffusionConfig(steps=trained.steps, noise_schedule=trained.noise_schedule,
-                                          timestep_respacing=str(steps), learn_sigma=trained.learn_sigma))
+    diffusion = our_diffusion(trained, steps)
     model = unet_model_fn(net)
     arms = {
         "ours floor": lambda: [net(x, t) for _ in range(calls)],
@@ -199,8 +204,8 @@ def make_arms(net, config, trained, batch: int, schedule, ref, dparts) -> tuple[
         kwargs = dict(gt=gt, gt_keep_mask=keep)
         arms["reference floor"] = lambda: [ref_net(x, t) for _ in range(calls)]
         arms["reference loop"] = lambda: ref_diffusion.p_sample_loop(
-            ref_net, tuple(gt.shape), clip_denoised=True, model_kwargs=kwargs, device="cpu", progress=False,
-            conf=conf)
+            ref_net, tuple(gt.shape), clip_denoised=trained.clip_sample, model_kwargs=kwargs, device="cpu",
+            progress=False, conf=conf)
         hooked["reference"] = time_network_calls(ref_net)
     if dparts is not None:
         import diffusers
@@ -271,8 +276,7 @@ def agreement(net, config, trained, ref: dict, schedule, batch: int, seed: int =
     steps, jump, resamplings = schedule
     times = JumpSchedule(steps, jump_length=jump, jump_n_sample=resamplings).times()
     gt, keep = face_and_mask(config.image_size, batch)
-    diffusion = Diffusion(DiffusionConfig(steps=trained.steps, noise_schedule=trained.noise_schedule,
-                                          timestep_respacing=str(steps), learn_sigma=trained.learn_sigma))
+    diffusion = our_diffusion(trained, steps)
     with torch.no_grad():
         torch.manual_seed(seed)
         theirs = ref["diffusion"].p_sample_loop(ref["net"], tuple(gt.shape), clip_denoised=True,
