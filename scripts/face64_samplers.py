@@ -57,8 +57,8 @@ CONFIRM_MASK_SEED = 1000   # mask i of a setting is drawn with seed 1000 + i (th
 # training faces, both at 230 calls; test faces used by neither earlier run, mask i drawn with seed 2000 + i.
 CONFIRM_SMC = {
     "lanpaint T=46 (230 calls)": SamplerSettings(steps=46, sampler="lanpaint"),
-    "smc K=10 T=23 learned variance (230 calls)": SamplerSettings(steps=23, sampler="smc", options={
-        "particles": 10, "outside": 10, "lookahead": 4.0, "variance": -2.0}),
+    "smc K=5 T=46 learned variance (230 calls)": SamplerSettings(steps=46, sampler="smc", options={
+        "particles": 5, "outside": 5, "lookahead": 4.0, "variance": -2.0}),
 }
 CONFIRM_SMC_MASK_SEED = 2000
 
