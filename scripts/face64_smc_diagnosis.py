@@ -41,6 +41,9 @@ CONFIGS = {   # the face run's choice (docs/fidelity.md, "smc again"), then one 
     "v=-1 la=4": _smc(lookahead=4.0, variance=-1.0),
     "learned la=4": _smc(lookahead=4.0, variance=-2.0),
     "learned la=0": _smc(lookahead=0.0, variance=-2.0),
+    # the selection's choice (scripts/face64_smc_select.py); run alone with --only, --out .../drift
+    "selected K=5 T=46": SamplerSettings(steps=46, sampler="smc", options={
+        "particles": 5, "outside": 5, "lookahead": 4.0, "variance": -2.0}),
 }
 
 
@@ -54,17 +57,24 @@ def training_faces(path: str, count: int) -> tuple[torch.Tensor, list[str]]:
 class Recorder:
     """Wraps the model (inputs, learned variance) and smc's resampler (ESS) for one run."""
 
-    def __init__(self, model, diffusion, keep_steps):
+    def __init__(self, model, diffusion, keep_steps, gt, mask):
         self.model, self.diffusion, self.keep_steps = model, diffusion, set(keep_steps)
+        self.steps = diffusion.num_timesteps
+        self.gt, self.mask = gt, mask.expand_as(gt)
         self.ess, self.spread, self.learned_var, self.particles, self.step = [], [], [], {}, 0
+        self.drift = []   # mean over known pixels of (x_t - sqrt(abar_t) y)^2 / (1 - abar_t): 1 under q(x_t | y)
         self._resample = smc_module._resample
 
     def model_fn(self, x, model_t):
         out = self.model(x, model_t)
         if out.shape[1] == 2 * x.shape[1]:
-            t = torch.full((x.shape[0],), STEPS - 1 - self.step, dtype=torch.int64)
+            t = torch.full((x.shape[0],), self.steps - 1 - self.step, dtype=torch.int64)
             var = self.diffusion.p_mean_variance(out, x, t, False)["variance"]
             self.learned_var.append(float(var.mean()))
+        k, t = x.shape[0] // self.gt.shape[0], self.steps - 1 - self.step
+        abar = float(self.diffusion.tables64["alphas_cumprod"][t])
+        y, known = self.gt.repeat_interleave(k, 0), self.mask.repeat_interleave(k, 0)
+        self.drift.append(float((((x - abar ** 0.5 * y) ** 2 / (1 - abar)) * known).sum() / known.sum()))
         if self.step in self.keep_steps:
             self.particles[self.step] = x.clone()
         self.step += 1
@@ -80,7 +90,7 @@ class Recorder:
 @torch.no_grad()
 def run(inpainter, gt, masks, seeds, settings, keep_steps):
     diffusion = inpainter.diffusion(settings)
-    recorder = Recorder(unet_model_fn(inpainter.network()), diffusion, keep_steps)
+    recorder = Recorder(unet_model_fn(inpainter.network()), diffusion, keep_steps, gt, masks)
     from repaint.samplers.common import make_generators
 
     smc_module._resample = recorder.resample
@@ -90,7 +100,7 @@ def run(inpainter, gt, masks, seeds, settings, keep_steps):
     finally:
         smc_module._resample = recorder._resample
     fixed = []
-    for t in range(STEPS - 1, -1, -1):
+    for t in range(settings.steps - 1, -1, -1):
         v = settings.options["variance"]
         frac = (v + 1) / 2
         fixed.append(float(torch.exp(frac * diffusion.log_betas[t] + (1 - frac)
@@ -151,7 +161,7 @@ def main() -> None:
     seeds = list(range(args.faces))
     configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only}
     keep = [12, 22, 31]   # inside the particle window (steps 12..31 of 35)
-    report = {"faces": names, "steps": STEPS, "configs": {k: v.to_dict() for k, v in configs.items()}, "runs": {}}
+    report = {"faces": names, "configs": {k: v.to_dict() for k, v in configs.items()}, "runs": {}}
     for kind in args.kinds:
         masks = torch.stack([make_mask(kind, 64, seed=500 + i) for i in seeds])[:, None]
         rows = [gt, masks * gt]
@@ -161,7 +171,7 @@ def main() -> None:
             rows.append(filled)
             score = psnr(filled, gt, 1 - masks[:, 0])
             report["runs"][f"{kind} | {label}"] = {
-                "psnr": score.tolist(), "ess_over_k": rec.ess, "logw_range": rec.spread,
+                "psnr": score.tolist(), "ess_over_k": rec.ess, "logw_range": rec.spread, "known_drift": rec.drift,
                 "learned_var": rec.learned_var, "kernel_var": fixed}
             first = torch.stack([rec.particles[s].view(args.faces, -1, *gt.shape[1:])[0] for s in keep])
             save_grid(first.flatten(0, 1).clamp(-1, 1), out / f"particles_{kind}_{label.replace(' ', '_')}.png",
