@@ -44,6 +44,8 @@ CONFIGS = {   # the face run's choice (docs/fidelity.md, "smc again"), then one 
     # the selection's choice (scripts/face64_smc_select.py); run alone with --only, --out .../drift
     "selected K=5 T=46": SamplerSettings(steps=46, sampler="smc", options={
         "particles": 5, "outside": 5, "lookahead": 4.0, "variance": -2.0}),
+    "selected K=5 T=46 replace": SamplerSettings(steps=46, sampler="smc", options={
+        "particles": 5, "outside": 5, "lookahead": 4.0, "variance": -2.0, "replace": 1}),
 }
 
 

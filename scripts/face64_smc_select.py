@@ -4,7 +4,8 @@ Every candidate costs 230 network calls per image (every particle's call counted
 training faces, masks and seeds go through each; the filled region's PSNR is recorded per face. Writes
 ``<out>/select.json`` and a picture grid per mask setting (rows: original, masked, then one per candidate).
 
-    python scripts/face64_smc_select.py --faces 4 --out docs/face64/smc_select
+    python scripts/face64_smc_select.py --faces 4             # the selection (docs/face64/smc_select)
+    python scripts/face64_smc_select.py --faces 4 --explore   # afterwards: the replace proposal (smc_explore)
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ CANDIDATES = {   # 230 calls per image each
     "smc K=2 T=115 learned": _smc(115, 2),
     "smc K=1 T=230 learned": _smc(230, 1),
 }
-for _label, _s in CANDIDATES.items():
+# After the selection and the confirmation rule, not part of either (docs/fidelity.md): the replace proposal that the
+# diagnosis suggested, on the same training faces; run with --explore.
+EXPLORE = {
+    "smc K=5 T=46 learned replace": _smc(46, 5, replace=1),
+    "smc K=10 T=23 learned replace": _smc(23, 10, replace=1),
+}
+for _label, _s in {**CANDIDATES, **EXPLORE}.items():
     assert _s.sampler != "smc" or network_calls(_s, _s.steps) == 230, _label
 
 
@@ -58,15 +65,17 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=4)
     parser.add_argument("--kinds", nargs="+", default=["wide", "super_resolve_2x", "half"], choices=list(MASK_KINDS))
     parser.add_argument("--only", nargs="+", default=None, help="candidate labels to run (default: all)")
-    parser.add_argument("--out", default=str(ROOT / "docs/face64/smc_select"))
+    parser.add_argument("--explore", action="store_true", help="run EXPLORE instead of CANDIDATES")
+    parser.add_argument("--out", default=None, help="default: docs/face64/smc_select (smc_explore)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "docs/face64" / ("smc_explore" if args.explore else "smc_select"))
     out.mkdir(parents=True, exist_ok=True)
     inpainter = Inpainter.load("default")
     gt, names = selection_faces(args.data, args.faces)
     seeds = list(range(args.faces))
-    candidates = {k: v for k, v in CANDIDATES.items() if not args.only or k in args.only}
+    pool = EXPLORE if args.explore else CANDIDATES
+    candidates = {k: v for k, v in pool.items() if not args.only or k in args.only}
     report = {"faces": names, "mask_seeds": [SELECT_MASK_SEED + i for i in seeds],
               "candidates": {k: v.to_dict() for k, v in candidates.items()}, "kinds": {}}
     for kind in args.kinds:
