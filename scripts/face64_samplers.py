@@ -155,7 +155,7 @@ def main() -> None:
         report["kinds"][kind] = entry
         print(kind, json.dumps(entry), flush=True)
         (out / "samplers.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["| mask | sampler | PSNR | SSIM | PSNR - RePaint [95 % CI] | SSIM - RePaint [95 % CI] |",
+    lines = [f"| mask | sampler | PSNR | SSIM | PSNR - {reference} [95 % CI] | SSIM - {reference} [95 % CI] |",
              "|---|---|---:|---:|---:|---:|"]
     for kind, entry in report["kinds"].items():
         for label, e in entry.items():

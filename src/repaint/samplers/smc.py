@@ -44,8 +44,9 @@ MCGdiff-style twisting); ``variance`` (the reverse kernel's variance as improved
 ``replace`` (0 or 1, default 0): with 1 the known pixels of x_{t-1} are drawn from the potential alone, ``N(sqrt(
 abar_{t-1}) y, 1 - abar_{t-1})`` (the draw RePaint makes), instead of the locally optimal product, and the
 incremental weight becomes ``N(x_{t-1}[known]; m, s^2) / g_t(x_t)``, computed once x_{t-1} is drawn; the last step
-is unchanged. Still exact as K grows; it keeps the known pixels at the noise level the network expects when the
-weights are too degenerate to correct a drift (docs/fidelity.md, issue 28). Every
+is unchanged. Still exact as K grows; the network then sees the known pixels at their marginal noise level (the
+product puts them at a third to a half of it on the face model), which on faces gained little (docs/fidelity.md,
+issue 28). Every
 random draw goes through the image's own generator: per step its particles' noise, then (if it resamples) one
 uniform; at the end one index.
 """
