@@ -12,6 +12,8 @@ row per sampler).
 
 ``--confirm`` runs the pre-registered confirmation instead: the bundled default (RePaint, fast preset, 230 calls)
 against ``lanpaint`` at 46 steps (230 calls), on test faces and mask seeds disjoint from the first run's.
+``--confirm-smc`` runs issue 28's: lanpaint T=46 (now the default) against the smc settings chosen on training faces
+(scripts/face64_smc_select.py), on test faces used by neither earlier run, mask seeds 2000 + i.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ CONFIRM = {
     "lanpaint T=46 (230 calls)": SamplerSettings(steps=46, sampler="lanpaint"),
 }
 CONFIRM_MASK_SEED = 1000   # mask i of a setting is drawn with seed 1000 + i (the first run used seed i)
+# Issue 28's confirmation (docs/fidelity.md): the bundled default (lanpaint T=46) against the smc settings chosen on
+# training faces, both at 230 calls; test faces used by neither earlier run, mask i drawn with seed 2000 + i.
+CONFIRM_SMC = {
+    "lanpaint T=46 (230 calls)": SamplerSettings(steps=46, sampler="lanpaint"),
+    "smc K=5 T=46 learned variance (230 calls)": SamplerSettings(steps=46, sampler="smc", options={
+        "particles": 5, "outside": 5, "lookahead": 4.0, "variance": -2.0}),
+}
+CONFIRM_SMC_MASK_SEED = 2000
 
 
 def _t_interval(diff: torch.Tensor) -> list[float]:
@@ -62,12 +72,15 @@ def _t_interval(diff: torch.Tensor) -> list[float]:
     return [float(diff.mean()) - half, float(diff.mean()) + half]
 
 
-def confirmation_faces(path: str, count: int) -> tuple[torch.Tensor, list[str]]:
-    """``count`` test faces spread evenly over the test split with the first run's 16 taken out."""
+def confirmation_faces(path: str, count: int, previous: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """``count`` test faces spread evenly over the test split with the first run's 16 taken out, and also the
+    ``previous`` faces an earlier confirmation drew this way (issue 28's run: ``previous=32``)."""
     from face64_evidence import test_faces
 
     data = ImageDataset(path, flip=False)
     first = set(test_faces(path, 16)[1])
+    if previous:
+        first |= set(confirmation_faces(path, previous)[1])
     pool = [i for i, name in enumerate(data.names) if name not in first]
     indices = [pool[(2 * i + 1) * len(pool) // (2 * count)] for i in range(count)]
     return torch.stack([data[i] for i in indices]), [data.names[i] for i in indices]
@@ -94,25 +107,29 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(MASK_KINDS), choices=list(MASK_KINDS))
     parser.add_argument("--out", default=None, help="default: docs/face64/samplers (docs/face64/confirm)")
     parser.add_argument("--confirm", action="store_true", help="the pre-registered confirmation run")
+    parser.add_argument("--confirm-smc", action="store_true",
+                        help="issue 28's pre-registered run: lanpaint (the default) against smc")
     parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
                         help="run only the samplers whose label starts with one of these (and the reference)")
     args = parser.parse_args()
     from face64_evidence import test_faces  # same faces as the existing evidence
 
-    samplers = CONFIRM if args.confirm else SAMPLERS
+    samplers = CONFIRM_SMC if args.confirm_smc else CONFIRM if args.confirm else SAMPLERS
     if args.only:
         samplers = {label: v for i, (label, v) in enumerate(samplers.items())
                     if i == 0 or any(label.startswith(prefix) for prefix in args.only)}
     reference = next(iter(samplers))
-    out = Path(args.out or ROOT / "docs/face64" / ("confirm" if args.confirm else "samplers"))
+    out = Path(args.out or ROOT / "docs/face64" / ("confirm_smc" if args.confirm_smc else
+                                                   "confirm" if args.confirm else "samplers"))
     out.mkdir(parents=True, exist_ok=True)
     inpainter = Inpainter.load(args.model)
-    if args.confirm:
-        gt, names = confirmation_faces(args.data, args.faces)
+    if args.confirm or args.confirm_smc:
+        gt, names = confirmation_faces(args.data, args.faces, previous=32 if args.confirm_smc else 0)
     else:
         gt, names = test_faces(args.data, args.faces)
     seeds = list(range(args.faces))
-    mask_seeds = [CONFIRM_MASK_SEED + i if args.confirm else i for i in seeds]
+    first_mask = CONFIRM_SMC_MASK_SEED if args.confirm_smc else CONFIRM_MASK_SEED if args.confirm else 0
+    mask_seeds = [first_mask + i for i in seeds]
     report = {"model": args.model, "faces": names, "mask_seeds": mask_seeds,
               "samplers": {k: v.to_dict() for k, v in samplers.items()}, "kinds": {}}
     for kind in args.kinds:
@@ -138,7 +155,7 @@ def main() -> None:
         report["kinds"][kind] = entry
         print(kind, json.dumps(entry), flush=True)
         (out / "samplers.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["| mask | sampler | PSNR | SSIM | PSNR - RePaint [95 % CI] | SSIM - RePaint [95 % CI] |",
+    lines = [f"| mask | sampler | PSNR | SSIM | PSNR - {reference} [95 % CI] | SSIM - {reference} [95 % CI] |",
              "|---|---|---:|---:|---:|---:|"]
     for kind, entry in report["kinds"].items():
         for label, e in entry.items():
@@ -147,7 +164,7 @@ def main() -> None:
                  f"[{e['ssim_minus_repaint_ci95'][0]:+.3f}, {e['ssim_minus_repaint_ci95'][1]:+.3f}]"
                  if label != reference else "reference | reference")
             lines.append(f"| {kind} | {label} | {e['psnr']:.2f} | {e['ssim']:.3f} | {d} |")
-    if args.confirm and set(report["kinds"]) == set(MASK_KINDS):
+    if (args.confirm or args.confirm_smc) and set(report["kinds"]) == set(MASK_KINDS):
         report["verdict"] = confirmation_verdict(report["kinds"], reference)
         (out / "samplers.json").write_text(json.dumps(report, indent=1) + "\n")
         v = report["verdict"]

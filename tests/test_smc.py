@@ -99,3 +99,64 @@ def test_systematic_resampling_keeps_proportions_and_changes_the_count():
     index, new = _resample(logw.clone(), gens, threshold=0.5, count=4)
     assert index[0].tolist() == [0, 1, 2, 3] and torch.equal(new[0], logw[0])   # ESS 4 >= 2: untouched
     assert index[1].tolist() == [1] * 4 and torch.equal(new[1], torch.zeros(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("v", [-1.0, 0.3, 1.0])
+def test_learned_variance_option_uses_the_networks_own_value(v):
+    """``variance=-2`` (the setting chosen for the face model, issue 28) takes each kernel's variance from the
+    network's learned-range output: over a denoiser that reports a constant v it reproduces the fixed option ``v``
+    (to float32 rounding: the learned path interpolates the log-variance per pixel in float32), and differs from
+    another fixed value."""
+    diffusion = Diffusion(DiffusionConfig(timestep_respacing="10"))
+    exact = MIX.denoiser(diffusion)
+
+    def reports_v(x, t):
+        out = exact(x, t)
+        return torch.cat([out[:, :1], torch.full_like(out[:, 1:], v)], dim=1)
+
+    learned = _run([0, 1], _settings(particles=4, variance=-2.0), model=reports_v)[0]
+    fixed = _run([0, 1], _settings(particles=4, variance=v), model=reports_v)[0]
+    other = _run([0, 1], _settings(particles=4, variance=0.0), model=reports_v)[0]
+    assert torch.allclose(learned, fixed, rtol=0, atol=1e-5)
+    assert (learned - other).abs().max() > 1e-2
+
+
+def test_replace_keeps_known_pixels_exact_and_seeded():
+    assert_known_exact_and_seeded_per_image(lambda seeds: _run(seeds, _settings(particles=4, replace=1)))
+
+
+def test_replace_draws_the_known_pixels_the_network_sees_from_q_xt_given_y():
+    """With ``replace=1`` the known pixels of every x_t the network sees are sqrt(abar_t) y + sqrt(1 - abar_t) z
+    (standardised residual: mean 0, variance 1); the default product pulls them toward the model's own mean, so
+    their spread is visibly below 1 (the drift diagnosed on faces, docs/fidelity.md issue 28)."""
+    diffusion = Diffusion(DiffusionConfig(timestep_respacing="10"))
+    exact, abar = MIX.denoiser(diffusion), diffusion.tables64["alphas_cumprod"]
+
+    def spread(replace):
+        residuals = []
+
+        def model(x, t):
+            residuals.append(x)
+            return exact(x, t)
+
+        out, gt, mask = _run([0, 1, 2], _settings(particles=10, outside=10, replace=replace), model=model)
+        z = []
+        for i, x in enumerate(residuals[1:-1], start=1):   # x_t for t = 8..1 (x_9 is the initial draw)
+            t = 9 - i
+            y = gt.repeat_interleave(10, 0)
+            z.append(((x - abar[t] ** 0.5 * y) / (1 - abar[t]) ** 0.5)[mask.repeat_interleave(10, 0).expand_as(x) > 0])
+        z = torch.cat(z)
+        return float(z.mean()), float(z.var())
+
+    mean, var = spread(1)
+    assert abs(mean) < 0.1 and abs(var - 1) < 0.15
+    assert spread(0)[1] < 0.8
+
+
+def test_replace_harmonises_the_mixture_problem():
+    """The replace proposal is exact as K grows: on issue 5's problem (see the test above) its fills avoid the
+    excluded component as the default proposal's do."""
+    problem = disharmony_problem()
+    settings = SamplerSettings(steps=20, jump_length=1, jump_n_sample=1, clip_denoised=False, sampler="smc",
+                               options={"particles": 10, "replace": 1})
+    assert score(run_sampler(settings, problem, 300, 0).fills, problem.conditional)["excluded"] < 0.05

@@ -40,7 +40,13 @@ x_0 estimate, the reconstruction likelihood of the Twisted Diffusion Sampler (Wu
 weights, never in the proposal; phi = 1 after the last step, so the target is unchanged and lambda = 0 is plain
 MCGdiff-style twisting); ``variance`` (the reverse kernel's variance as improved DDPM's eq. 15 with a fixed v in
 [-1, 1]: -1 = beta~_t, +1 = beta_t, -2 = the model's own output; default 0.5). The defaults were chosen with
-``steps = 40`` (494 calls per image) on the ground-truth suite's selection problems; see docs/fidelity.md. Every
+``steps = 40`` (494 calls per image) on the ground-truth suite's selection problems; see docs/fidelity.md.
+``replace`` (0 or 1, default 0): with 1 the known pixels of x_{t-1} are drawn from the potential alone, ``N(sqrt(
+abar_{t-1}) y, 1 - abar_{t-1})`` (the draw RePaint makes), instead of the locally optimal product, and the
+incremental weight becomes ``N(x_{t-1}[known]; m, s^2) / g_t(x_t)``, computed once x_{t-1} is drawn; the last step
+is unchanged. Still exact as K grows; the network then sees the known pixels at their marginal noise level (the
+product puts them at a third to a half of it on the face model), which on faces gained little (docs/fidelity.md,
+issue 28). Every
 random draw goes through the image's own generator: per step its particles' noise, then (if it resamples) one
 uniform; at the end one index.
 """
@@ -60,7 +66,7 @@ __all__ = ["DEFAULT_OPTIONS", "SAMPLER", "network_calls", "particle_counts", "sm
 # chosen in stages 3 and 5 on the selection problems of benchmarks/groundtruth_suite.py (docs/fidelity.md), with
 # steps=40
 DEFAULT_OPTIONS = {"particles": 20, "outside": 3, "window_start": 1 / 3, "window_end": 0.9, "ess": 0.5,
-                   "lookahead": 8.0, "variance": 0.5}
+                   "lookahead": 8.0, "variance": 0.5, "replace": 0}
 
 
 def _options(settings) -> dict:
@@ -77,6 +83,8 @@ def _options(settings) -> dict:
         raise ValueError(f"option lookahead must be >= 0, got {options['lookahead']}")
     if not (options["variance"] == -2.0 or -1 <= options["variance"] <= 1):
         raise ValueError(f"option variance must lie in [-1, 1] (or -2: the model's own), got {options['variance']}")
+    if options["replace"] not in (0, 1):
+        raise ValueError(f"option replace must be 0 or 1, got {options['replace']}")
     return {key: float(value) for key, value in options.items()} | {
         "particles": int(options["particles"]), "outside": int(options["outside"])}
 
@@ -138,7 +146,7 @@ def smc(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *, se
     kernel's mean by variance * gradient, as in :func:`repaint.samplers.repaint.repaint`.
     """
     options = _options(settings)
-    threshold, lookahead = options["ess"], options["lookahead"]
+    threshold, lookahead, replace = options["ess"], options["lookahead"], options["replace"] == 1
     generators = list(generators)
     if len(generators) != gt.shape[0]:
         raise ValueError(f"need one generator per image: {len(generators)} generators for a batch of {gt.shape[0]}")
@@ -178,10 +186,12 @@ def smc(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *, se
             mean = mean + var * cond_fn(x, model_t)
         a_prev, v_prev = level(t - 1)
         a_t, v_t = level(t)
-        # incremental log-weight: N(m[known]; a' y, s^2 + v') / g_t(x_t), summed over the known entries
-        inc = _gauss_logpdf(mean.double(), a_prev * y.double(), var.double() + v_prev)
-        inc = inc - _gauss_logpdf(x.double(), a_t * y.double(), torch.full_like(inc, v_t))
-        logw = logw + (inc * known).flatten(1).sum(1).view(b, k)
+        # incremental log-weight: N(m[known]; a' y, s^2 + v') / g_t(x_t), summed over the known entries (with
+        # replace, added once x_{t-1} is drawn, below; the last step's is the same either way)
+        if not replace or t == 0:
+            inc = _gauss_logpdf(mean.double(), a_prev * y.double(), var.double() + v_prev)
+            inc = inc - _gauss_logpdf(x.double(), a_t * y.double(), torch.full_like(inc, v_t))
+            logw = logw + (inc * known).flatten(1).sum(1).view(b, k)
         # look-ahead potential phi_t(x_t) = N(y; x0_hat(x_t)[known], (1 - abar_t) / lambda), 1 after the last step
         phi = torch.zeros_like(logw)
         if t > 0 and lookahead > 0:
@@ -195,12 +205,18 @@ def smc(model, diffusion: Diffusion, gt: torch.Tensor, mask: torch.Tensor, *, se
         else:   # fully adapted: the weight depends on x_t only, so resample before proposing x_{t-1}
             ancestors, logw = _resample(logw, generators, threshold, counts[index + 1])
             flat = (ancestors + k * torch.arange(b, device=gt.device)[:, None]).flatten()
-            mean, var, parent_phi = mean[flat], var[flat], phi.flatten()[flat].view(b, -1)
+            mean, var, parent_phi, parent = mean[flat], var[flat], phi.flatten()[flat].view(b, -1), x[flat]
             k = counts[index + 1]
             known, y = per_particle(k)
             z = _particle_noise(shape, generators, k, gt)
-            prec = 1.0 / var + 1.0 / v_prev
-            observed = (mean / var + a_prev * y / v_prev) / prec + z / prec.sqrt()
+            if replace:   # known pixels from q(x_{t-1} | y); weight N(x_{t-1}[known]; m, s^2) / g_t(x_t)
+                observed = a_prev * y + math.sqrt(v_prev) * z
+                inc = _gauss_logpdf(observed.double(), mean.double(), var.double())
+                inc = inc - _gauss_logpdf(parent.double(), a_t * y.double(), torch.full_like(inc, v_t))
+                logw = logw + (inc * known).flatten(1).sum(1).view(b, k)
+            else:
+                prec = 1.0 / var + 1.0 / v_prev
+                observed = (mean / var + a_prev * y / v_prev) / prec + z / prec.sqrt()
             x = torch.where(known > 0, observed, mean + var.sqrt() * z)
             if callback is not None:
                 current = x.view(b, k, *shape)[torch.arange(b, device=gt.device), logw.argmax(1)]
