@@ -33,7 +33,6 @@ the meta device (no memory, no arithmetic; :func:`activation_bytes`), times :dat
 
 from __future__ import annotations
 
-import functools
 import os
 import statistics
 import sys
@@ -217,6 +216,11 @@ def choose_batch(inpainter: Inpainter, requested: int | None = None, *, cap: int
         if requested < 1:
             raise ValueError(f"batch_size must be >= 1, got {requested}")
         return BatchChoice(requested, "as asked")
+    from .models.config import UNetConfig
+
+    if not isinstance(inpainter.config, UNetConfig):   # a diffusers network: no model of its activations
+        return BatchChoice(cap, f"the activations of a {type(inpainter.config).__name__} network are not modelled: "
+                                f"the default, {cap}")
     free = available_memory(inpainter.device)
     if free is None:
         return BatchChoice(cap, f"the free memory of {inpainter.device} cannot be read here: the default, {cap}")
@@ -263,10 +267,19 @@ def available_memory(device: torch.device | str) -> tuple[int, str] | None:
         return None
 
 
-@functools.lru_cache(maxsize=16)
 def activation_bytes(config: UNetConfig) -> int:
     """The most bytes of activations alive at once during one float32 eager call of a network of ``config`` on one
-    image, traced on the meta device (shapes only: no memory is allocated, nothing is computed)."""
+    image, traced on the meta device (shapes only: no memory is allocated, nothing is computed); once per config."""
+    key = repr(config)   # some configs hold dicts, so are not hashable
+    if key not in _ACTIVATIONS:
+        _ACTIVATIONS[key] = _trace_activations(config)
+    return _ACTIVATIONS[key]
+
+
+_ACTIVATIONS: dict[str, int] = {}
+
+
+def _trace_activations(config: UNetConfig) -> int:
     from .models.config import build_model
 
     with torch.device("meta"):
