@@ -5,8 +5,10 @@ checked against float32 by the tolerance written down beforehand in docs/perform
     python benchmarks/cpu_modes.py --model adm256 --batch 1 --threads 1 2 --repeats 2 --accuracy
 
 Modes: fp32 (the reference: eager, NCHW), fp32-cl (channels-last), bf16 (weights in bfloat16, autocast), bf16-cl,
-fp32-compile / bf16-compile (``torch.compile``, inductor's C++ backend) and onnxruntime (the UNet exported with
-``torch.onnx.export`` at a fixed batch, run by ONNX Runtime's CPU provider in float32).
+fp32-compile / bf16-compile (``torch.compile``, inductor's C++ backend), bf16-compile-freeze (the same with inductor's
+freezing: weights as constants, oneDNN convolutions on weights reordered once), bf16-compile-cmn (the same as
+bf16-compile with GroupNorm read as per-channel moments, ``Accel(channel_moments_norm=True)``) and onnxruntime (the UNet
+exported with ``torch.onnx.export`` at a fixed batch, run by ONNX Runtime's CPU provider in float32).
 
 Timing: per thread count (``torch.set_num_threads``; ONNX Runtime gets the same intra-op thread count), one untimed
 warm-up call per mode, then ``--repeats`` rounds that call every mode once, in turn (A B C A B C ...), so the load of
@@ -46,6 +48,10 @@ TORCH_MODES: dict[str, Accel] = {
     "bf16-cl": Accel("bf16", channels_last=True, compile=False, cuda_graphs=False),
     "fp32-compile": Accel("fp32", channels_last=False, compile=True, cuda_graphs=False, dynamic_batch=False),
     "bf16-compile": Accel("bf16", channels_last=True, compile=True, cuda_graphs=False, dynamic_batch=False),
+    "bf16-compile-freeze": Accel("bf16", channels_last=True, compile=True, cuda_graphs=False, dynamic_batch=False,
+                                 freeze=True),
+    "bf16-compile-cmn": Accel("bf16", channels_last=True, compile=True, cuda_graphs=False, dynamic_batch=False,
+                              channel_moments_norm=True),
 }
 MODES = (*TORCH_MODES, "onnxruntime")
 TIMESTEPS = (999, 750, 500, 250, 50, 10)   # the 256² accuracy check (docs/performance.md)

@@ -278,6 +278,35 @@ def test_compiled_network_matches_eager(unet, inputs):
     torch._dynamo.reset()
 
 
+def test_freeze_is_a_compiled_mode_with_its_own_label():
+    assert Accel("bf16", compile=True, freeze=True).resolve("cpu").label() == "bf16+cl+compile+freeze"
+    with pytest.raises(ValueError, match="freeze applies to compiled calls"):
+        Accel("bf16", compile=False, freeze=True)
+    with pytest.raises(ValueError, match="compile_options, not compile_mode"):
+        Accel("bf16", compile=True, freeze=True, compile_mode="max-autotune")
+
+
+def test_a_frozen_compiled_call_takes_the_weights_as_constants_and_computes_the_same(unet, inputs):
+    """Freezing hands oneDNN convolutions with weights packed once (``mkldnn._convolution_pointwise``) instead of
+    ``aten.convolution`` on the module's weights; the function stays the eager one, and a call that needs gradients
+    (CoPaint differentiates through the network) still gets them."""
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    frozen = accelerate(unet, Accel(precision="fp32", compile=True, freeze=True), "cpu")
+    with torch.no_grad():
+        out, code = run_and_get_code(frozen, *inputs)
+        ref = unet(*inputs)
+    assert "mkldnn._convolution_pointwise" in "\n".join(code)
+    assert _rel(out, ref) <= 1e-5
+    x = inputs[0].clone().requires_grad_(True)
+    frozen(x, inputs[1]).square().sum().backward()
+    x_ref = inputs[0].clone().requires_grad_(True)
+    unet(x_ref, inputs[1]).square().sum().backward()
+    assert _rel(x.grad, x_ref.grad) <= 1e-4
+    torch._dynamo.reset()
+
+
 def test_compiled_batch_is_dynamic_so_other_batch_sizes_do_not_recompile(unet):
     """Batches of 2 and 3 share one compilation (the last, smaller batch of a run must not recompile); with
     dynamic_batch=False each size compiles on its own. Both compute the eager function."""

@@ -88,11 +88,32 @@ def test_batching_does_not_change_results(files, tmp_path):
         assert (pixels(tmp_path / "a/inpainted" / name) == pixels(tmp_path / "b/inpainted" / name)).all()
 
 
+def test_the_batch_follows_free_memory_unless_given(files, tmp_path, monkeypatch):
+    """No --batch-size: as many jobs per call as MemAvailable holds (here 2 of 4 samples); --batch-size wins."""
+    import repaint.cost as cost
+    from repaint.checkpoints import load_denoiser
+
+    _, config, _ = load_denoiser(str(files["model"]))
+    meminfo = tmp_path / "meminfo"
+    room = 2.5 * cost.ACTIVATION_FACTOR * cost.activation_bytes(config) / cost.MEMORY_SHARE
+    meminfo.write_text(f"MemAvailable: {int(room) // 1024} kB\n")
+    monkeypatch.setattr(cost, "MEMINFO", meminfo)
+    chosen = inpaint(files, tmp_path / "a", "--n-samples", "4", "--no-estimate")
+    assert chosen.exit_code == 0, chosen.output
+    assert re.search(r"batch: at most 2 jobs per network call \([\d.]+ [MG]B free \(MemAvailable\), 80% of it "
+                     r"holds the activations of 2 image\(s\)", chosen.stdout), chosen.stdout
+    assert "fit none, 1 window(s), batch 2, 28 network calls" in chosen.stdout
+    forced = inpaint(files, tmp_path / "b", "--n-samples", "4", "--batch-size", "4", "--no-estimate")
+    assert forced.exit_code == 0, forced.output
+    assert "batch: at most 4 jobs per network call (as asked)" in forced.stdout
+    assert "batch 4, 14 network calls" in forced.stdout
+
+
 def test_the_estimate_follows_the_plan_before_any_progress(files, tmp_path):
     result = inpaint(files, tmp_path / "out")
     assert result.exit_code == 0, result.output
     text = result.output   # stdout and stderr as a terminal shows them, in the order written
-    shown = re.search(r"\rface.png: 16x16, fit none, 1 window\(s\), 14 network calls\n"
+    shown = re.search(r"\rface.png: 16x16, fit none, 1 window\(s\), batch 1, 14 network calls\n"
                       r"[^\n]*?(estimate: [^\r\n]*)\n", text)
     assert shown, text
     assert re.fullmatch(r"estimate: about [\d.]+ m?s, peak about [\d.]+ [MG]B of RAM \(timed on this machine: "

@@ -4,10 +4,15 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from evaluation_helpers import tiny_model
 from repaint import api
-from repaint.cost import Estimate, Timing, estimate, estimate_plan, largest_batch, time_network
+import repaint.cost as cost
+from repaint.cost import (
+    ACTIVATION_FACTOR, MEMORY_SHARE, Estimate, Timing, activation_bytes, choose_batch, estimate, estimate_plan,
+    fit_batch, largest_batch, time_network,
+)
 from repaint.inpainter import Inpainter
 from repaint.settings import SamplerSettings
 from repaint.windows import Plan, Window
@@ -113,3 +118,88 @@ def test_describe_reads_in_the_units_of_its_size():
         "30 ms per call at batch 1)"
     assert line(600, 2.5, 3_000_000_000).startswith("about 10 min, peak about 3.0 GB of GPU memory")
     assert line(5 * 3600, 2.5, 3_000_000_000).startswith("about 5.0 h")
+
+
+def fake_meminfo(monkeypatch, tmp_path, available_bytes: int | None) -> None:
+    """/proc/meminfo with ``available_bytes`` as MemAvailable (None: a file without that line)."""
+    lines = ["MemTotal:       16000000 kB", "MemFree:          100000 kB"]
+    if available_bytes is not None:
+        lines.append(f"MemAvailable:   {available_bytes // 1024:>9} kB")
+    path = tmp_path / "meminfo"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(cost, "MEMINFO", path)
+
+
+def room_for(inpainter, images: float) -> int:
+    """MemAvailable under which the run's share holds ``images`` images' activations."""
+    return int(images * ACTIVATION_FACTOR * activation_bytes(inpainter.config) / MEMORY_SHARE)
+
+
+def test_fit_batch_takes_as_many_images_as_the_share_of_free_memory_holds():
+    gb = 10**9
+    assert fit_batch(gb, 4.4 * gb) == 3                        # 0.8 x 4.4 GB = 3.52 GB: 3 images of 1 GB
+    assert fit_batch(gb, 5 * gb, reserve=2 * gb) == 2          # 4 GB less 2 GB of converted weights
+    assert fit_batch(gb, 100 * gb) == 8 and fit_batch(gb, 100 * gb, cap=16) == 16
+    assert fit_batch(gb, 0.5 * gb) == 1 and fit_batch(gb, 0) == 1   # not even one fits: one is still tried
+
+
+def test_activations_are_the_most_bytes_alive_at_once():
+    """Traced on the meta device: a chain that frees each step's input holds two outputs at a time, never three."""
+    def chain(x):
+        a = x + 1       # 4 KiB alive
+        b = a * 2       # 8 KiB
+        del a           # 4 KiB
+        c = b - 1       # 8 KiB
+        return c.view(-1)   # a view adds no storage
+
+    with torch.device("meta"):
+        x = torch.zeros(1024)
+    with torch.no_grad(), cost._LiveBytes() as live:
+        out = chain(x)
+    assert live.peak == 2 * 4096 and live.live == 4096
+    del out
+    assert live.live == 0
+
+
+def test_activations_grow_faster_than_the_image_area(inpainter):
+    """Convolutions grow with H x W, the middle block's attention weights with (H x W)^2."""
+    config = inpainter.config
+    small, large = activation_bytes(config.replace(image_size=16)), activation_bytes(config.replace(image_size=32))
+    assert 0 < small and large > 4 * small
+
+
+def test_the_batch_is_what_free_memory_holds(inpainter, monkeypatch, tmp_path):
+    fake_meminfo(monkeypatch, tmp_path, room_for(inpainter, 3.5))
+    choice = choose_batch(inpainter)
+    assert choice.batch == 3 and "MemAvailable" in choice.reason and "activations of 3 image(s)" in choice.reason
+    assert api.plan(inpainter, keep_mask(), settings=QUICK, n_samples=5).batch_size == 3
+    assert api.plan(inpainter, keep_mask(), settings=QUICK, n_samples=2).batch_size == 2   # no more than the work
+    assert api.plan(inpainter, keep_mask(), settings=QUICK, n_samples=5, batch_size=5).batch_size == 5   # as asked
+    assert choose_batch(inpainter, 5) == cost.BatchChoice(5, "as asked")
+
+
+def test_too_little_memory_still_runs_one_image(inpainter, monkeypatch, tmp_path):
+    fake_meminfo(monkeypatch, tmp_path, room_for(inpainter, 0.3))
+    choice = choose_batch(inpainter)
+    assert choice.batch == 1 and "1 anyway" in choice.reason
+    result = api.inpaint(inpainter, np.zeros((16, 16, 3), np.uint8), keep_mask(), settings=QUICK, seeds=(0, 1, 2))
+    assert len(result.samples) == 3
+
+
+def test_plenty_of_memory_gives_the_default_cap(inpainter, monkeypatch, tmp_path):
+    fake_meminfo(monkeypatch, tmp_path, room_for(inpainter, 1000))
+    choice = choose_batch(inpainter)
+    assert choice.batch == 8 and "8 is the most per call" in choice.reason
+
+
+def test_without_memavailable_free_pages_are_read_and_without_those_the_cap(inpainter, monkeypatch, tmp_path):
+    fake_meminfo(monkeypatch, tmp_path, None)
+    pages = room_for(inpainter, 2.5) // 4096
+    monkeypatch.setattr(cost.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": pages, "SC_PAGE_SIZE": 4096}[name])
+    assert choose_batch(inpainter).batch == 2 and "free pages" in choose_batch(inpainter).reason
+
+    def no_sysconf(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(cost.os, "sysconf", no_sysconf)
+    assert choose_batch(inpainter) == cost.BatchChoice(8, "the free memory of cpu cannot be read here: the default, 8")

@@ -25,6 +25,9 @@ class Recorder:
     def __init__(self, real):
         self.real, self.image_size, self.masks = real, real.image_size, []
 
+    def __getattr__(self, name):   # device, config, plan, unet: what choose_batch reads
+        return getattr(self.real, name)
+
     def diffusion(self, settings):
         return self.real.diffusion(settings)
 

@@ -31,6 +31,9 @@ ran in.
 otherwise, except channels-last for bf16 on a CPU (faster than NCHW bf16 in every CPU measurement, docs/performance.md);
 ``cuda_graphs`` at ``None`` is on wherever the call is compiled or the precision is "auto" on CUDA. Set them to force
 either way (eager GroupNorm on channels-last memory is slow on CUDA, which is why eager CUDA calls stay NCHW).
+``freeze=True`` compiles with inductor's freezing (weights as constants of the compiled code; on a CPU, oneDNN
+convolutions on weights packed once); it was no faster than plain compiled bf16 on the 256x256 model on an AVX512-BF16
+CPU (docs/performance.md, "CPU modes"), so nothing turns it on by itself.
 A compiled call treats the batch size as dynamic (one compilation serves every batch of two or more; batch 1 gets its
 own), so the last, smaller batch of a run does not recompile. Compiled code is cached on disk
 (:func:`compile_cache_dir`), so only a machine's first run pays the full compilation.
@@ -43,6 +46,7 @@ Nothing here synchronises the host with the device, so the sampling loop keeps q
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
@@ -96,12 +100,19 @@ class Accel:
     dynamic_batch: bool = True          # compile the batch dimension as dynamic (batch 1 is compiled on its own)
     # compiled calls take GroupNorm from per-channel moments (not yet timed on a GPU)
     channel_moments_norm: bool = False
+    # inductor's freezing, for compiled calls without autograd: the weights become constants of the compiled code, so
+    # on a CPU oneDNN runs convolutions and linears on weights reordered once, at compile time (a second copy of them)
+    freeze: bool = False
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.compile_mode is not None and self.compile_options:
             raise ValueError("give compile_mode or compile_options, not both (torch.compile takes one)")
+        if self.freeze and self.compile_mode is not None:
+            raise ValueError("freeze is a compile option: give compile_options, not compile_mode, with it")
+        if self.freeze and self.compile is False:
+            raise ValueError("freeze applies to compiled calls: it needs compile=True (or None)")
 
     @classmethod
     def reference(cls) -> "Accel":
@@ -139,6 +150,7 @@ class Accel:
         parts = [self.precision]
         parts += ["cl"] if self.channels_last else []
         parts += ["compile"] if self.compile else ["compile?"] if self.compile is None else []
+        parts += ["freeze"] if self.freeze and self.compile is not False else []
         parts += ["graphs"] if self.cuda_graphs else []
         return "+".join(parts)
 
@@ -290,7 +302,8 @@ def accelerate(
     if is_noop(plan, device):
         return net
     if isinstance(net, nn.Module):
-        net = _convert(net if inplace else _copy(net), plan)
+        cast = _DTYPES[plan.precision] if plan.precision in ("bf16", "fp16") else None
+        net = _convert(net if inplace else _copy(net, cast), plan)
     elif plan.precision == "reference-fp16":
         raise TypeError("precision 'reference-fp16' converts a network's weights: pass the nn.Module, not a callable")
     if device.type == "cuda":
@@ -313,9 +326,17 @@ def _device_of(net) -> torch.device:
     return torch.device("cpu") if param is None else param.device
 
 
-def _copy(net: nn.Module) -> nn.Module:
-    """A copy that needs no gradients for its weights (guidance differentiates w.r.t. the image only)."""
-    clone = copy.deepcopy(net)
+def _copy(net: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A copy that needs no gradients for its weights (guidance differentiates w.r.t. the image only). With a
+    ``dtype`` (bf16, fp16) the weights of the layers :func:`_convert` casts are copied straight into it, never as a
+    float32 copy first: the 256x256 UNet would otherwise hold a second 2.06 GiB of float32 weights for a moment."""
+    memo: dict[int, object] = {}
+    if dtype is not None:
+        for layer in net.modules():
+            if isinstance(layer, _CAST_LAYERS):
+                for param in layer.parameters(recurse=False):
+                    memo[id(param)] = nn.Parameter(param.detach().to(dtype), requires_grad=False)
+    clone = copy.deepcopy(net, memo)
     clone.requires_grad_(False)
     return clone
 
@@ -379,12 +400,13 @@ class _Compiled:
 
     def __init__(self, fn: Callable[..., torch.Tensor], plan: Accel, fallback: Callable[..., torch.Tensor] | None):
         os.environ[CACHE_ENV] = str(compile_cache_dir())
-        options = dict(plan.compile_options) or None
+        options = {**dict(plan.compile_options), **({"freezing": True} if plan.freeze else {})} or None
         self.compiled = torch.compile(fn, mode=plan.compile_mode, options=options,
                                       dynamic=None if plan.dynamic_batch else False)
         self.fn = self.compiled
         self.fallback = fallback
         self.dynamic_batch = plan.dynamic_batch
+        self.freeze = plan.freeze
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if self.fn is self.compiled and self.dynamic_batch and x.shape[0] > 1:
@@ -392,7 +414,8 @@ class _Compiled:
                 if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == x.shape[0]:
                     torch._dynamo.mark_dynamic(value, 0)
         try:
-            return self.fn(x, *args, **kwargs)
+            with self._freezing():
+                return self.fn(x, *args, **kwargs)
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as error:
@@ -403,6 +426,15 @@ class _Compiled:
                           stacklevel=2)
             self.fn = self.fallback
             return self.fn(x, *args, **kwargs)
+
+    def _freezing(self):
+        """The process-wide inductor setting, for the span of a call: dynamo reads it when it traces (to take the
+        weights as constants), not from ``torch.compile``'s options, which only keep the two compilations apart."""
+        if not self.freeze:
+            return contextlib.nullcontext()
+        import torch._inductor.config as inductor_config
+
+        return inductor_config.patch(freezing=True)
 
 
 class _GraphedCall:

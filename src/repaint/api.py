@@ -16,6 +16,8 @@ so the rules below hold everywhere:
   the model's change is scaled back (:func:`repaint.windows.paste` with ``base``), so the fill keeps its detail.
 * **Masks** are boolean arrays of the photo's size, True = keep (white in mask files), False = fill. A mask of
   another size is an error in every mode.
+* **Batch size**: where none is given, :func:`plan` runs as many (window, sample) jobs per network call as the
+  photo has, up to 8 and up to what the free memory holds (:func:`repaint.cost.choose_batch`).
 * **Cost before it is spent**: :func:`plan` counts the windows and network calls, and
   :func:`~repaint.cost.estimate_plan` turns a plan into seconds and peak memory from a short timed call of the
   network on this machine (:mod:`repaint.cost`).
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cost import Estimate, estimate_plan
+from .cost import BatchChoice, Estimate, choose_batch, estimate_plan
 from .files import png_writer, write_group
 from .images import ImageError, OutputDirs, read_rgb, to_uint8
 from .masks import MaskError, read_keep_mask
@@ -63,6 +65,8 @@ __all__ = [
     "planned_calls",
     "Estimate",
     "estimate_plan",
+    "BatchChoice",
+    "choose_batch",
     "model_note",
     "inpaint",
     "inpaint_stream",
@@ -242,12 +246,13 @@ def _prepare(request: InpaintRequest, size: int, fit: str, native: bool = False,
 def plan(inpainter: Inpainter, mask: np.ndarray, fit: str = "auto", settings: SamplerSettings | None = None, *,
          n_samples: int = 1, batch_size: int | None = None) -> Plan:
     """What :func:`inpaint` will do with a keep-mask on this model, before anything is sampled: the concrete fit, the
-    windows and (given ``settings``) the network calls. A classical fill's plan is fit "native", zero calls."""
+    windows and (given ``settings``) the network calls. ``batch_size`` None: as many jobs as the photo has, up to
+    what :func:`~repaint.cost.choose_batch` allows here. A classical fill's plan is fit "native", zero calls."""
     if settings is not None and entry(settings.sampler).fill is not None:
         return native_plan(mask, fit, n_samples=n_samples, batch_size=batch_size)
     per_batch = 0 if settings is None else network_calls(settings, inpainter.diffusion(settings).num_timesteps)
     return plan_windows(mask, inpainter.image_size, fit, n_samples=n_samples, batch_size=batch_size,
-                        calls_per_batch=per_batch)
+                        calls_per_batch=per_batch, max_batch=choose_batch(inpainter, batch_size).batch)
 
 
 def model_note(inpainter: Inpainter, image_shape: Sequence[int], settings: SamplerSettings | None = None) -> str | None:

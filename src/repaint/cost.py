@@ -23,10 +23,17 @@ that is busier or idler during the run than during the timing moves the real tim
 
 The sampler keeps a few image-sized tensors per job besides; they are small next to a UNet's activations and are not
 counted.
+
+:func:`choose_batch` picks the batch size where none was asked for: the most jobs per call, up to
+:data:`~repaint.windows.DEFAULT_BATCH`, whose activations fit in the memory free on the run's device (``MemAvailable``
+of ``/proc/meminfo`` on a CPU, ``torch.cuda.mem_get_info`` on CUDA). One image's activations come from a model, not a
+timed call: the most bytes of operation outputs alive at once during one float32 eager call at batch 1, traced on
+the meta device (no memory, no arithmetic; :func:`activation_bytes`), times :data:`ACTIVATION_FACTOR`.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import threading
@@ -38,17 +45,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from .windows import Plan
+from .accel import is_noop
+from .windows import DEFAULT_BATCH, Plan
 
 if TYPE_CHECKING:
     from .inpainter import Inpainter
+    from .models.config import UNetConfig
 
-__all__ = ["Timing", "Estimate", "time_network", "estimate", "estimate_plan", "largest_batch", "clear_timings"]
+__all__ = [
+    "Timing", "Estimate", "time_network", "estimate", "estimate_plan", "largest_batch", "clear_timings",
+    "BatchChoice", "choose_batch", "fit_batch", "available_memory", "activation_bytes",
+    "MEMORY_SHARE", "ACTIVATION_FACTOR",
+]
 
 WARMUP = 2    # untimed calls first: compilation, graph capture, the allocator, and on a CPU the thread pool, whose
 #              first calls on a busy two-core machine ran 3-10x slower than the ones after (docs/performance.md)
 REPEATS = 5   # timed calls after the warm-up; their median is the time per call
+
+# The share of the free memory a run's activations may plan to fill; the rest is left to the system, to other programs
+# and to the error of the activation model.
+MEMORY_SHARE = 0.8
+# Resident bytes per traced activation byte: the 256x256 ADM UNet's one fp32 call at batch 1 raised the peak RSS by
+# 0.91 GiB beyond its weights and the loaded process (docs/performance.md, "Loading a 256² checkpoint"), against
+# 576 MiB traced; oneDNN's reordered weights and scratch space and the allocator's slack make the difference.
+ACTIVATION_FACTOR = 1.6
+MEMINFO = Path("/proc/meminfo")   # Linux's memory counters (MemAvailable)
 
 _TIMINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # network module -> {key: Timing}
 _LOCK = threading.Lock()
@@ -169,6 +193,136 @@ def _measure(inpainter: Inpainter, batch: int, repeats: int, device: torch.devic
                 _sync(device)
                 times.append(time.perf_counter() - start)
     return Timing(statistics.median(times), batch, peak.bytes, peak.what, device.type)
+
+
+@dataclass(frozen=True)
+class BatchChoice:
+    """The jobs per network call a run uses, and why."""
+
+    batch: int
+    reason: str
+
+    def describe(self) -> str:
+        """One line, e.g. "at most 3 jobs per network call (3.9 GB free (MemAvailable), ... holds 3 images' ...)"."""
+        return f"at most {self.batch} job{'s' if self.batch > 1 else ''} per network call ({self.reason})"
+
+
+def choose_batch(inpainter: Inpainter, requested: int | None = None, *, cap: int = DEFAULT_BATCH) -> BatchChoice:
+    """The batch size of a run of ``inpainter``: ``requested`` where given, else the largest up to ``cap`` whose
+    activations fit in :data:`MEMORY_SHARE` of the device's free memory (:func:`fit_batch`), less a second copy of
+    the weights where the run converts them (a cast copy, and the constants of a frozen compilation), never below 1.
+    Where the free memory cannot be read, ``cap``. A photo with fewer jobs runs fewer (its plan's ``largest_batch``)."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"batch_size must be >= 1, got {requested}")
+        return BatchChoice(requested, "as asked")
+    from .models.config import UNetConfig
+
+    if not isinstance(inpainter.config, UNetConfig):   # a diffusers network: no model of its activations
+        return BatchChoice(cap, f"the activations of a {type(inpainter.config).__name__} network are not modelled: "
+                                f"the default, {cap}")
+    free = available_memory(inpainter.device)
+    if free is None:
+        return BatchChoice(cap, f"the free memory of {inpainter.device} cannot be read here: the default, {cap}")
+    available, source = free
+    per_image = round(ACTIVATION_FACTOR * activation_bytes(inpainter.config))
+    reserve = 0 if is_noop(inpainter.plan(), inpainter.device) else _weight_bytes(inpainter.unet)
+    batch = fit_batch(per_image, available, reserve=reserve, cap=cap)
+    fits = max(0, int((available * MEMORY_SHARE - reserve) // per_image))
+    room = (f"{_size(available)} free ({source}), {MEMORY_SHARE:.0%} of it"
+            + (f" less {_size(reserve)} for converted weights" if reserve else "")
+            + f" holds the activations of {fits:,} image(s) of about {_size(per_image)} each")
+    if fits < 1:
+        return BatchChoice(1, f"{room}: 1 anyway, which may swap or fail; close other programs")
+    return BatchChoice(batch, room + (f"; {cap} is the most per call" if fits > cap else ""))
+
+
+def fit_batch(per_image: int, available: int, *, reserve: int = 0, cap: int = DEFAULT_BATCH) -> int:
+    """The most images (1 to ``cap``) whose ``per_image`` bytes fit in :data:`MEMORY_SHARE` of ``available`` bytes
+    less ``reserve``; 1 where not even one fits (a run of one image is still tried)."""
+    if per_image <= 0:
+        return cap
+    return max(1, min(cap, int((available * MEMORY_SHARE - reserve) // per_image)))
+
+
+def available_memory(device: torch.device | str) -> tuple[int, str] | None:
+    """(bytes free for a new allocation on ``device``, where that figure comes from), or None where it cannot be read.
+
+    A CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux: free memory plus the caches the kernel can drop), else the
+    free pages of ``sysconf`` (a lower bound: caches not counted). CUDA: ``torch.cuda.mem_get_info``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0], "free GPU memory"
+    if device.type != "cpu":
+        return None
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "MemAvailable"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free pages"
+    except (AttributeError, ValueError, OSError):   # not on this system (macOS, Windows)
+        return None
+
+
+def activation_bytes(config: UNetConfig) -> int:
+    """The most bytes of activations alive at once during one float32 eager call of a network of ``config`` on one
+    image, traced on the meta device (shapes only: no memory is allocated, nothing is computed); once per config."""
+    key = repr(config)   # some configs hold dicts, so are not hashable
+    if key not in _ACTIVATIONS:
+        _ACTIVATIONS[key] = _trace_activations(config)
+    return _ACTIVATIONS[key]
+
+
+_ACTIVATIONS: dict[str, int] = {}
+
+
+def _trace_activations(config: UNetConfig) -> int:
+    from .models.config import build_model
+
+    with torch.device("meta"):
+        net = build_model(config).eval()
+        x = torch.zeros(1, config.in_channels, config.image_size, config.image_size)
+        t = torch.zeros(1, dtype=torch.int64)
+        y = torch.zeros(1, dtype=torch.int64) if config.class_cond else None
+    with torch.no_grad(), _LiveBytes() as live:
+        net(x, t, y)
+    return live.peak
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts the bytes of the storages that operation outputs hold while any tensor made by an operation still
+    refers to them (inputs and weights are not counted), and the most at any moment."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self.holders: dict[int, int] = {}   # storage -> tensors alive on it
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                self._hold(tensor)
+        return out
+
+    def _hold(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key, size = storage._cdata, storage.nbytes()
+        if key not in self.holders:
+            self.holders[key] = 0
+            self.live += size
+            self.peak = max(self.peak, self.live)
+        self.holders[key] += 1
+        weakref.finalize(tensor, self._release, key, size)
+
+    def _release(self, key: int, size: int) -> None:
+        self.holders[key] -= 1
+        if not self.holders[key]:
+            del self.holders[key]
+            self.live -= size
 
 
 def _groups(plan: Plan) -> list[int]:

@@ -100,9 +100,9 @@ class Plan:
 
 
 def plan_windows(mask: np.ndarray, size: int, fit: str = "auto", *, n_samples: int = 1, batch_size: int | None = None,
-                 calls_per_batch: int = 0) -> Plan:
+                 calls_per_batch: int = 0, max_batch: int = DEFAULT_BATCH) -> Plan:
     """The :class:`Plan` of a keep-mask (bool [H, W]) for a model of side ``size``. ``batch_size`` None: as many jobs
-    as the photo has, up to :data:`DEFAULT_BATCH`."""
+    as the photo has, up to ``max_batch``."""
     concrete = resolve_fit(fit, *mask.shape, size)
     phases: tuple[tuple[int, ...], ...] = ()
     crops = crop_windows(~mask, size) if concrete == "crop" else []
@@ -121,7 +121,7 @@ def plan_windows(mask: np.ndarray, size: int, fit: str = "auto", *, n_samples: i
     else:
         windows = tuple(crops) if concrete == "crop" else tuple(windows_for(mask, size, concrete))
         widest = len(windows) * n_samples
-    batch = batch_size or min(widest, DEFAULT_BATCH)
+    batch = batch_size or min(widest, max_batch)
     if batch < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch}")
     return Plan(concrete, windows, n_samples, batch, calls_per_batch, phases)

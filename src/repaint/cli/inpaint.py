@@ -12,9 +12,10 @@ import torch
 
 from ..accel import PRECISIONS, Accel, unavailable
 from ..api import (
-    FIT_STRATEGIES, MAX_SAMPLES, InpaintRequest, estimate_plan, inpaint_stream, model_note, plan, read_image,
-    read_mask, result_paths, write_result,
+    FIT_STRATEGIES, MAX_SAMPLES, InpaintRequest, choose_batch, estimate_plan, inpaint_stream, model_note, plan,
+    read_image, read_mask, result_paths, write_result,
 )
+from ..cost import largest_batch
 from ..files import check_destinations, ensure_writable
 from ..images import OutputDirs, check_readable, output_name, save_image
 from ..samplers.repaint import INJECTION_MODES
@@ -47,7 +48,8 @@ Examples:
 @click.option("--n-samples", type=click.IntRange(1, MAX_SAMPLES), default=1, show_default=True,
               help="Samples per image; sample k uses seed SEED + k.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="(window, sample) jobs run together; results do not depend on it.  [default: 8]")
+              help="(window, sample) jobs run together; results do not depend on it.  [default: as many as the "
+                   "free memory holds, up to 8]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the first sample.")
 @click.option("--class-label", type=int, default=None, help="Class for class-conditional models / guidance.")
 @click.option("--classifier", default=None, help="Noisy-image classifier for guidance: preset name or file.")
@@ -164,12 +166,12 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
             if keep.shape != photo.shape[:2]:
                 raise InputError(f"mask {mask_path} is {keep.shape[1]}x{keep.shape[0]} but the image {image_path} "
                                  f"is {photo.shape[1]}x{photo.shape[0]}; a mask must have its image's size")
-            layout = plan(inpainter, keep, opts["fit"], settings, n_samples=len(seeds), batch_size=batch_size)
+            layout = plan(inpainter, keep, opts["fit"], settings, n_samples=len(seeds), batch_size=choice.batch)
             bar.total = (bar.total or 0) + layout.calls
             echo(f"{image_path.name}: {photo.shape[1]}x{photo.shape[0]}, fit {layout.fit}, "
                  f"{len(layout.windows)} window(s)"
                  + (f" in {len(layout.phases)} phase(s), {layout.batches} batch(es)" if layout.phases else "")
-                 + f", {layout.calls} network calls")
+                 + f", batch {largest_batch(layout)}, {layout.calls} network calls")
             if opts["estimate"]:
                 echo(f"estimate: {estimate_plan(inpainter, layout).describe()}")
             note = model_note(inpainter, photo.shape, settings)
@@ -177,7 +179,8 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
                 echo(note)
             yield InpaintRequest(photo, keep, seeds, name, labels, tag=image_path)
 
-    batch_size = batch_size or 8
+    choice = choose_batch(inpainter, batch_size)
+    echo(f"batch: {choice.describe()}")
     frames_dir = Path(opts["out_dir"]) / "frames"
     every = opts["save_frames"]
     written = 0
@@ -191,7 +194,7 @@ def _run(inpainter, pairs, dirs: OutputDirs, settings, seeds, labels, scale, opt
                                f"{p.calls:05d}.png")
 
         for result in inpaint_stream(inpainter, requests(), settings, fit=opts["fit"],
-                                     batch_size=batch_size, classifier_scale=scale,
+                                     batch_size=choice.batch, classifier_scale=scale,
                                      callback=progress):
             write_result(result, dirs, source=result.tag)
             written += len(result.samples)
