@@ -249,6 +249,33 @@ def print_rows(rows: list[dict], model: str) -> None:
               f"{r['max_ms']:.0f} | {r['speedup']:.2f} | {r['gflops']:.1f} | {acc} | {ok} |")
 
 
+def matmul_peak(dtype: torch.dtype, threads: int, n: int = 2048, repeats: int = 8) -> dict:
+    """The roofline's ceiling: GFLOP/s of one large square matmul in ``dtype`` (best and median of ``repeats``)."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    flop = 2 * n**3
+    return dict(dtype=str(dtype).removeprefix("torch."), threads=threads, n=n, best_gflops=flop / min(times) / 1e9,
+                median_gflops=flop / statistics.median(times) / 1e9, load=os.getloadavg()[0])
+
+
+def print_peaks(threads: list[int], out: Path | None) -> None:
+    peaks = [matmul_peak(dtype, t) for t in threads for dtype in (torch.float32, torch.bfloat16)]
+    for p in peaks:
+        print(f"{p['dtype']} matmul {p['n']}^3, {p['threads']} thread(s): best {p['best_gflops']:.1f}, "
+              f"median {p['median_gflops']:.1f} GFLOP/s (load {p['load']:.1f})")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(peaks=peaks, torch=torch.__version__, argv=sys.argv[1:],
+                                       date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())), indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("face64", "adm256"), default="face64")
@@ -258,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--accuracy", action="store_true", help="check every mode against the tolerance")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--peak", action="store_true",
+                        help="measure only this CPU's matmul ceiling in fp32 and bf16 (the roofline), per --threads")
     args = parser.parse_args(argv)
+    if args.peak:
+        print_peaks(args.threads, args.out)
+        return 0
     modes = ["fp32", *[m for m in args.modes if m != "fp32"]]
     net, config = load_model(args.model)
     flops = {b: count_flops(config, b) for b in args.batch}
