@@ -19,6 +19,21 @@ torch.set_num_threads(int(os.environ.get("REPAINT_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")
+def benchmark_script():
+    """Import a script of benchmarks/ by name (they are files, not a package): ``benchmark_script("bench")``."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return require_fixtures()
 

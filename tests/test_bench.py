@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -13,15 +11,11 @@ from repaint.models.config import UNetConfig
 from repaint.checkpoints import get_preset
 from repaint.schedule import count_network_calls, jump_schedule
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(benchmark_script):
+    return benchmark_script("bench")
 
 
 def test_paper_schedule_and_flops_of_the_256_model(bench):

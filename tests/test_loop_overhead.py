@@ -3,22 +3,16 @@ consistent results, and the reference's arms say how to get the reference when i
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def loop_overhead():
-    spec = importlib.util.spec_from_file_location("loop_overhead", ROOT / "benchmarks" / "loop_overhead.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def loop_overhead(benchmark_script):
+    return benchmark_script("loop_overhead")
 
 
 @pytest.fixture
