@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from evaluation_helpers import tiny_model
+from repaint import accel as accel_module
 from repaint import api
+from repaint.accel import Accel
 import repaint.cost as cost
 from repaint.cost import (
     ACTIVATION_FACTOR, MEMORY_SHARE, Estimate, Timing, activation_bytes, choose_batch, estimate, estimate_plan,
@@ -176,6 +178,19 @@ def test_the_batch_is_what_free_memory_holds(inpainter, monkeypatch, tmp_path):
     assert api.plan(inpainter, keep_mask(), settings=QUICK, n_samples=2).batch_size == 2   # no more than the work
     assert api.plan(inpainter, keep_mask(), settings=QUICK, n_samples=5, batch_size=5).batch_size == 5   # as asked
     assert choose_batch(inpainter, 5) == cost.BatchChoice(5, "as asked")
+
+
+@pytest.mark.parametrize("accel, share", [(Accel("fp32"), 0), (Accel("bf16", compile=False), 0.5),
+                                          (Accel("fp32", channels_last=True), 1)])
+def test_a_converting_run_keeps_room_for_the_converted_weights(inpainter, monkeypatch, tmp_path, accel, share):
+    """A bf16 copy holds half the float32 weights (whose mapped pages are given back as they are cast); a float32
+    channels-last copy all of them; an unconverted run none."""
+    monkeypatch.setattr(accel_module, "cpu_native_bf16", lambda: True)
+    inpainter.accel = accel
+    weights = sum(p.numel() * p.element_size() for p in inpainter.unet.parameters())
+    assert cost._converted_bytes(inpainter) == pytest.approx(share * weights, abs=1024)
+    fake_meminfo(monkeypatch, tmp_path, room_for(inpainter, 2.5) + int(share * weights / MEMORY_SHARE))
+    assert choose_batch(inpainter).batch == 2
 
 
 def test_too_little_memory_still_runs_one_image(inpainter, monkeypatch, tmp_path):

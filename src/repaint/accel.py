@@ -329,13 +329,19 @@ def _device_of(net) -> torch.device:
 def _copy(net: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     """A copy that needs no gradients for its weights (guidance differentiates w.r.t. the image only). With a
     ``dtype`` (bf16, fp16) the weights of the layers :func:`_convert` casts are copied straight into it, never as a
-    float32 copy first: the 256x256 UNet would otherwise hold a second 2.06 GiB of float32 weights for a moment."""
+    float32 copy first: the 256x256 UNet would otherwise hold a second 2.06 GiB of float32 weights for a moment. Where
+    a weight was read from a memory-mapped checkpoint, its float32 pages are given back once it is cast
+    (:mod:`repaint.checkpoints.mapped`), so the peak is the cast copy plus one weight, not both networks."""
     memo: dict[int, object] = {}
     if dtype is not None:
+        from .checkpoints.mapped import releaser
+
+        release = releaser()
         for layer in net.modules():
             if isinstance(layer, _CAST_LAYERS):
                 for param in layer.parameters(recurse=False):
                     memo[id(param)] = nn.Parameter(param.detach().to(dtype), requires_grad=False)
+                    release(param)
     clone = copy.deepcopy(net, memo)
     clone.requires_grad_(False)
     return clone

@@ -209,8 +209,8 @@ class BatchChoice:
 
 def choose_batch(inpainter: Inpainter, requested: int | None = None, *, cap: int = DEFAULT_BATCH) -> BatchChoice:
     """The batch size of a run of ``inpainter``: ``requested`` where given, else the largest up to ``cap`` whose
-    activations fit in :data:`MEMORY_SHARE` of the device's free memory (:func:`fit_batch`), less a second copy of
-    the weights where the run converts them (a cast copy, and the constants of a frozen compilation), never below 1.
+    activations fit in :data:`MEMORY_SHARE` of the device's free memory (:func:`fit_batch`), less what converting the
+    weights adds where the run converts them (:func:`_converted_bytes`), never below 1.
     Where the free memory cannot be read, ``cap``. A photo with fewer jobs runs fewer (its plan's ``largest_batch``)."""
     if requested is not None:
         if requested < 1:
@@ -226,7 +226,7 @@ def choose_batch(inpainter: Inpainter, requested: int | None = None, *, cap: int
         return BatchChoice(cap, f"the free memory of {inpainter.device} cannot be read here: the default, {cap}")
     available, source = free
     per_image = round(ACTIVATION_FACTOR * activation_bytes(inpainter.config))
-    reserve = 0 if is_noop(inpainter.plan(), inpainter.device) else _weight_bytes(inpainter.unet)
+    reserve = _converted_bytes(inpainter)
     batch = fit_batch(per_image, available, reserve=reserve, cap=cap)
     fits = max(0, int((available * MEMORY_SHARE - reserve) // per_image))
     room = (f"{_size(available)} free ({source}), {MEMORY_SHARE:.0%} of it"
@@ -386,6 +386,17 @@ def _maxrss() -> int | None:
 
 def _weight_bytes(net: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
+
+
+def _converted_bytes(inpainter: Inpainter) -> int:
+    """The memory a run's conversion of the denoiser adds: none where it runs as loaded; else a copy of the weights in
+    the plan's precision (the float32 pages of a memory-mapped checkpoint are given back as they are cast,
+    :mod:`repaint.checkpoints.mapped`), and as much again for the constants of a frozen compilation."""
+    plan = inpainter.plan()
+    if is_noop(plan, inpainter.device):
+        return 0
+    copy = _weight_bytes(inpainter.unet) // (2 if plan.precision in ("bf16", "fp16") else 1)
+    return copy * (2 if plan.freeze and plan.compile else 1)
 
 
 def _duration(seconds: float) -> str:
