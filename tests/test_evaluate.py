@@ -160,6 +160,22 @@ def test_missing_mask_in_folder_is_reported(tmp_path, inpainter):
     assert torch.equal(saved.float(), make_mask("narrow", SIZE, seed=1))
 
 
+def test_without_a_batch_size_the_free_memory_chooses_it(tmp_path, inpainter, monkeypatch, capsys):
+    """As `repaint inpaint` does: no --batch-size means repaint.cost.choose_batch's answer, said in a `batch:` line."""
+    from repaint.cost import BatchChoice
+
+    monkeypatch.setattr(ev.run, "choose_batch", lambda inp, requested: BatchChoice(requested or 2, "room for 2"))
+    sizes = []
+    handle = inpainter.unet.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    try:
+        ev.evaluate(image_folder(tmp_path / "images", n=2), tmp_path / "out", inpainter, "half", settings=FAST,
+                    n_samples=2, metrics=("psnr",), progress=True)
+    finally:
+        handle.remove()
+    assert set(sizes) == {2}           # 2 images x 2 samples, two per call, where a batch of 8 would take all 4
+    assert "batch: at most 2 jobs per network call (room for 2)" in capsys.readouterr().err
+
+
 def test_other_sizes_are_fitted_or_skipped(tmp_path, inpainter):
     images = image_folder(tmp_path / "images", n=1, size=40)
     with pytest.warns(UserWarning, match="skipping img0.png: .*fit"):

@@ -39,7 +39,9 @@ def _common(command):
         click.option("--n-samples", type=click.IntRange(1, MAX_SAMPLES), default=1, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--mask-seed", type=int, default=0, show_default=True),
-        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="Samples per network call. Default: as many as the free memory holds, at most 8 (a "
+                          "`batch:` line says what was chosen and why)."),
         click.option("--metrics", "metrics", multiple=True, type=click.Choice(["lpips", "psnr", "ssim"]),
                      help="Metric to compute; repeat for several. Default: every one of lpips, psnr, ssim that can "
                           "be computed here (one whose weights or package is missing is skipped with a warning "

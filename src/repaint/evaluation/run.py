@@ -34,6 +34,7 @@ from pathlib import Path
 from .inputs import EvalError, MAX_SAMPLES, list_images, mask_sources, sample_seed
 from .report import EvalReport, PAPER_LPIPS, build_report, write_report
 from ..api import FIT_STRATEGIES, InpaintRequest, inpaint_stream, write_result
+from ..cost import choose_batch
 from ..images import ImageError, OutputDirs, read_rgb
 from ..inpainter import Inpainter, labels_from_seeds
 from .scoring import METRICS, _Scorer, _score_files, resolve_metrics
@@ -122,7 +123,7 @@ def evaluate(
     n_samples: int = 1,
     seed: int = 0,
     mask_seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     metrics: Sequence[str] | None = None,
     lpips_weights: str | os.PathLike | None = None,
     lpips_random: bool = False,
@@ -146,7 +147,8 @@ def evaluate(
         settings: the sampler settings (the paper: ``SamplerSettings()``, T = 250, j = 10, r = 10).
         n_samples: samples per image (< 1000); with two or more the report gives their diversity.
         seed, mask_seed: base seeds of the samples and of random masks (see :func:`sample_seed`).
-        batch_size: samples per network batch (samples of several images are batched together).
+        batch_size: samples per network batch (samples of several images are batched together); None: as many as
+            the free memory holds, at most 8 (:func:`repaint.cost.choose_batch`).
         metrics: a subset of ("lpips", "psnr", "ssim"), each required; None = every one that can be computed here
             (see :func:`resolve_metrics`: the others are skipped with a warning).
         lpips_weights, lpips_random: AlexNet weight file for LPIPS (see :mod:`.metrics`); random backbone
@@ -182,6 +184,10 @@ def evaluate(
         return [sample_seed(seed, index, k) for k in range(n_samples)]
 
     items = _pending(images, sources, out_dir, where, seeds_of)
+    batch = choose_batch(inpainter, batch_size)
+    if batch_size is None and where.main and progress:
+        print(f"batch: {batch.describe()}", file=sys.stderr)
+    batch_size = batch.batch
     _sample_all(inpainter, items, out_dir, settings, batch_size, scorer, class_label, classifier_scale, fit,
                 mask_seed, where, progress)
     where.barrier()
@@ -200,7 +206,7 @@ def _check_args(metrics, n_samples, batch_size, fit, paper) -> None:
                             f"{', '.join(METRICS)}")
     if not 1 <= n_samples < MAX_SAMPLES:
         raise EvalError(f"n_samples must be in 1..{MAX_SAMPLES - 1}, got {n_samples}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise EvalError(f"batch_size must be >= 1, got {batch_size}")
     if fit not in FIT_STRATEGIES:
         raise EvalError(f"fit must be one of {', '.join(FIT_STRATEGIES)}, got {fit!r}")
