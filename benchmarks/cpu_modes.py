@@ -7,8 +7,10 @@ checked against float32 by the tolerance written down beforehand in docs/perform
 Modes: fp32 (the reference: eager, NCHW), fp32-cl (channels-last), bf16 (weights in bfloat16, autocast), bf16-cl,
 fp32-compile / bf16-compile (``torch.compile``, inductor's C++ backend), bf16-compile-freeze (the same with inductor's
 freezing: weights as constants, oneDNN convolutions on weights reordered once), bf16-compile-cmn (the same as
-bf16-compile with GroupNorm read as per-channel moments, ``Accel(channel_moments_norm=True)``) and onnxruntime (the UNet
-exported with ``torch.onnx.export`` at a fixed batch, run by ONNX Runtime's CPU provider in float32).
+bf16-compile with GroupNorm read as per-channel moments, ``Accel(channel_moments_norm=True)``), onnxruntime (the UNet
+exported with ``torch.onnx.export`` at a fixed batch, run by ONNX Runtime's CPU provider in float32), and int8-compile /
+int8-resblocks-compile (static int8 quantization, calibrated on synthetic noisy images, compiled: :class:`Int8Call`;
+``pip install 'repaint-inpaint[int8]'``).
 
 Timing: per thread count (``torch.set_num_threads``; ONNX Runtime gets the same intra-op thread count), one untimed
 warm-up call per mode, then ``--repeats`` rounds that call every mode once, in turn (A B C A B C ...), so the load of
@@ -26,6 +28,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -53,7 +56,8 @@ TORCH_MODES: dict[str, Accel] = {
     "bf16-compile-cmn": Accel("bf16", channels_last=True, compile=True, cuda_graphs=False, dynamic_batch=False,
                               channel_moments_norm=True),
 }
-MODES = (*TORCH_MODES, "onnxruntime")
+INT8_MODES = ("int8-compile", "int8-resblocks-compile")
+MODES = (*TORCH_MODES, "onnxruntime", *INT8_MODES)
 TIMESTEPS = (999, 750, 500, 250, 50, 10)   # the 256² accuracy check (docs/performance.md)
 FILL_SEEDS = tuple(range(8))
 
@@ -127,6 +131,8 @@ def make_calls(net, config, modes, batch, threads, folder) -> tuple[dict, dict]:
         try:
             if mode == "onnxruntime":
                 calls[mode] = OnnxCall(net, config, batch, threads, folder)
+            elif mode in INT8_MODES:
+                calls[mode] = Int8Call(net, config, batch, resblocks_only=mode == "int8-resblocks-compile")
             else:
                 calls[mode] = accelerate(net, TORCH_MODES[mode], "cpu")
         except Exception as error:  # recorded and reported: a mode that cannot run here
@@ -211,6 +217,56 @@ def fill_psnrs(calls: dict) -> dict:
     for mode in results:
         results[mode]["change_db"] = results[mode]["mean"] - results["fp32"]["mean"]
     return results
+
+
+CALIBRATION_STEPS = (990, 700, 400, 150, 30, 5)   # timesteps of the int8 calibration inputs (seed 123)
+RESBLOCK_CONVS = re.compile(r"\.(in_layers\.2|out_layers\.3)$")   # the 3x3 convolutions of the residual blocks
+
+
+def noisy_smooth(config, batch: int, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` smooth random images (8x8 noise, bicubic) noised to ``step`` of the linear 1000-step schedule."""
+    from repaint.diffusion import Diffusion, DiffusionConfig
+
+    diffusion = Diffusion(DiffusionConfig(steps=1000, noise_schedule="linear", learn_sigma=True), "cpu")
+    size = config.image_size
+    x0 = torch.nn.functional.interpolate(torch.rand(batch, 3, 8, 8, generator=gen) * 2 - 1, size=(size, size),
+                                         mode="bicubic").clamp(-1, 1)
+    t = torch.full((batch,), step, dtype=torch.int64)
+    return diffusion.q_sample(x0, t, torch.randn(x0.shape, generator=gen)), t
+
+
+class Int8Call:
+    """Static int8 quantization, compiled: torchao's PT2E flow with ``X86InductorQuantizer`` (weights int8, one scale
+    per output channel; activations uint8, one scale per tensor, fixed by calibration on six noisy smooth random
+    images, ``CALIBRATION_STEPS``, other seeds than the accuracy check's), exported at one batch size, then
+    ``torch.compile`` with inductor's freezing, which lowers the quantized convolutions and linears to oneDNN's int8
+    kernels (AVX512-VNNI here). ``resblocks_only``: only the residual blocks' 3x3 convolutions are quantized; the
+    input and output convolutions, the skip and resampling convolutions, attention and the embeddings stay float32."""
+
+    def __init__(self, net: torch.nn.Module, config, batch: int, resblocks_only: bool = False):
+        try:
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+            from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+        except ImportError:
+            raise ImportError("torchao is not installed: pip install 'repaint-inpaint[int8]'") from None
+
+        gen = torch.Generator().manual_seed(123)
+        exported = torch.export.export(net, noisy_smooth(config, batch, 500, gen)).module()
+        quantizer, qconfig = x86.X86InductorQuantizer(), x86.get_default_x86_inductor_quantization_config()
+        if resblocks_only:
+            for name, _ in filter(lambda item: RESBLOCK_CONVS.search(item[0]), net.named_modules()):
+                quantizer.set_module_name_qconfig(name, qconfig)
+        else:
+            quantizer.set_global(qconfig)
+        prepared = prepare_pt2e(exported, quantizer)
+        with torch.no_grad():
+            for step in CALIBRATION_STEPS:
+                prepared(*noisy_smooth(config, batch, step, gen))
+        self.fn = torch.compile(convert_pt2e(prepared))
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
+        with torch._inductor.config.patch(freezing=True):   # read when the first call traces
+            return self.fn(x, t)
 
 
 def check_accuracy(net, config, modes, threads, folder, model: str, calls: dict, batch: int) -> dict:
