@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import functools
 import os
 import shutil
@@ -63,7 +64,7 @@ __all__ = [
     "resolve_device",
     "Accel", "PRECISIONS", "TRAINING_PRECISIONS", "REFERENCE", "accelerate", "is_noop", "compiler_available",
     "compile_cache_dir", "execution_summary", "cpu_native_bf16", "cpu_compiler_available", "unavailable",
-    "network_parameters", "CPU_AUTO_MIN_PARAMETERS",
+    "network_parameters", "CPU_AUTO_MIN_PARAMETERS", "keep_freed_memory",
 ]
 
 # The one vocabulary of network precisions (sampling, training, the CLI). A checkpoint config's use_fp16 is the
@@ -229,6 +230,28 @@ def unavailable(accel: Accel, device: torch.device | str) -> str | None:
     return None
 
 
+# glibc's malloc returns every freed block of 128 KiB or more to the system (a mapping of its own, or the top of the
+# heap above M_TRIM_THRESHOLD), so each network call on a CPU faults its activations' pages in afresh: 7,800 page
+# faults per call of the face model at batch 4, about a sixth of its time (docs/performance.md, "The allocator").
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3        # mallopt parameters, <malloc.h>
+KEPT_BLOCKS_BELOW = 32 * 2**20                     # blocks under this come from the heap (glibc's largest threshold)
+KEPT_FREE_TOP = 64 * 2**20                         # freed memory at the top of the heap is kept up to this much
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for the next allocation instead of returning it to the system (blocks up
+    to :data:`KEPT_BLOCKS_BELOW` from the heap; up to :data:`KEPT_FREE_TOP` of free heap kept), so a network call
+    reuses the pages of the call before. Process-wide: the ``repaint`` program calls it at start; the library never
+    does, since it would change the allocator of the program that imports it. Returns whether it applied (only with
+    glibc; elsewhere nothing changes)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):   # not a C library with mallopt (Windows, some others)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt(M_MMAP_THRESHOLD, KEPT_BLOCKS_BELOW) == 1 and mallopt(M_TRIM_THRESHOLD, KEPT_FREE_TOP) == 1
+
+
 def execution_summary(accel: Accel, device: torch.device | str, parameters: int | None = None) -> str:
     """One line on how a network of ``parameters`` parameters will execute, with the cost of compiling where it
     compiles."""
@@ -303,7 +326,7 @@ def accelerate(
         return net
     if isinstance(net, nn.Module):
         cast = _DTYPES[plan.precision] if plan.precision in ("bf16", "fp16") else None
-        net = _convert(net if inplace else _copy(net, cast), plan)
+        net = _convert(net if inplace else _copy(net, cast, plan.channels_last), plan)
     elif plan.precision == "reference-fp16":
         raise TypeError("precision 'reference-fp16' converts a network's weights: pass the nn.Module, not a callable")
     if device.type == "cuda":
@@ -326,12 +349,14 @@ def _device_of(net) -> torch.device:
     return torch.device("cpu") if param is None else param.device
 
 
-def _copy(net: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+def _copy(net: nn.Module, dtype: torch.dtype | None = None, channels_last: bool = False) -> nn.Module:
     """A copy that needs no gradients for its weights (guidance differentiates w.r.t. the image only). With a
     ``dtype`` (bf16, fp16) the weights of the layers :func:`_convert` casts are copied straight into it, never as a
     float32 copy first: the 256x256 UNet would otherwise hold a second 2.06 GiB of float32 weights for a moment. Where
     a weight was read from a memory-mapped checkpoint, its float32 pages are given back once it is cast
-    (:mod:`repaint.checkpoints.mapped`), so the peak is the cast copy plus one weight, not both networks."""
+    (:mod:`repaint.checkpoints.mapped`), so the peak is the cast copy plus one weight, not both networks. With
+    ``channels_last`` the cast copies of 4-D weights are made in that layout at once, so :func:`_convert` does not copy
+    them a second time."""
     memo: dict[int, object] = {}
     if dtype is not None:
         from .checkpoints.mapped import releaser
@@ -340,7 +365,8 @@ def _copy(net: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
         for layer in net.modules():
             if isinstance(layer, _CAST_LAYERS):
                 for param in layer.parameters(recurse=False):
-                    memo[id(param)] = nn.Parameter(param.detach().to(dtype), requires_grad=False)
+                    layout = torch.channels_last if channels_last and param.dim() == 4 else torch.preserve_format
+                    memo[id(param)] = nn.Parameter(param.detach().to(dtype, memory_format=layout), requires_grad=False)
                     release(param)
     clone = copy.deepcopy(net, memo)
     clone.requires_grad_(False)

@@ -66,5 +66,9 @@ cli.add_command(evaluate_command, "eval")
 
 
 def main() -> None:
-    """The ``repaint`` program (one-line errors, Ctrl-C exits 130: see ``_Group``)."""
+    """The ``repaint`` program (one-line errors, Ctrl-C exits 130: see ``_Group``), with glibc's malloc set to keep
+    freed memory for the next network call (:func:`repaint.accel.keep_freed_memory`)."""
+    from ..accel import keep_freed_memory
+
+    keep_freed_memory()
     cli.main(prog_name="repaint")
