@@ -320,8 +320,16 @@ def main(argv: list[str] | None = None) -> int:
                              "cost what later ones do, and each run takes minutes)")
     parser.add_argument("--agreement", action=argparse.BooleanOptionalAction, default=True,
                         help="compare our loop's result with the reference's on the same noise")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="set glibc's malloc as the repaint program sets it at start "
+                             "(repaint.accel.keep_freed_memory), for every arm alike")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/loop_overhead_cpu.json")
     args = parser.parse_args(argv)
+    if args.keep_freed_memory:
+        from repaint.accel import keep_freed_memory
+
+        if not keep_freed_memory():
+            parser.error("--keep-freed-memory: this C library has no mallopt (glibc only)")
     torch.set_num_threads(1)
     try:
         torch.set_num_interop_threads(1)
