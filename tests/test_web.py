@@ -93,6 +93,21 @@ def test_a_photo_of_another_size_comes_back_at_its_own_size(server):
     assert np.array_equal(out[outside], photo[outside]) and not np.array_equal(out[~outside], photo[~outside])
 
 
+def test_the_fit_field_chooses_how_the_photo_meets_the_model(server):
+    """A 150x100 photo with a 40x20 hole: auto tiles it at the photo's resolution, resize fills it at 64x64; both
+    keep every known pixel."""
+    photo = np.asarray(Image.open(io.BytesIO(FACE)).resize((150, 100), Image.BICUBIC))
+    keep = np.full((100, 150), 255, np.uint8)
+    keep[40:60, 60:100] = 0
+    outs = {}
+    for fit in ("auto", "resize"):
+        response = _post(server, image=_png(photo), mask=_png(keep), fit=fit, seed=2)
+        assert response.status_code == 200, response.text
+        outs[fit] = _array(response.content)
+        assert np.array_equal(outs[fit][keep == 255], photo[keep == 255])
+    assert not np.array_equal(outs["auto"], outs["resize"])
+
+
 def test_invert_mask_reads_white_as_the_hole(server):
     inverted = _png(255 - _array(FACE_MASK))
     plain = _post(server, seed=1)
@@ -115,6 +130,7 @@ def test_models_lists_the_menu_with_descriptions_and_the_choices(server):
     assert info["models"][0]["name"] == "default" and "64x64 faces" in info["models"][0]["description"]
     assert all(m["description"] and "\n" not in m["description"] for m in info["models"])
     assert "repaint" in info["samplers"] and {"fast", "paper", "custom"} <= set(info["schedules"])
+    assert info["fits"][0] == "auto" and {"tile", "crop", "resize"} <= set(info["fits"])
     assert info["max_calls"] == Limits().max_calls
 
 
@@ -138,6 +154,7 @@ def test_the_openapi_schema_documents_the_error_answers_not_422(server):
     (dict(model=str(EXAMPLES / "face.png")), "unknown model"),
     (dict(sampler="nope"), "unknown sampler"),
     (dict(schedule="slow"), "unknown schedule"),
+    (dict(fit="shrink"), "unknown fit"),
     (dict(n_samples=99), "number of samples"),
     (dict(steps=1), "steps must be at least 2"),
     (dict(class_label=3), "class label"),
@@ -406,6 +423,11 @@ def test_brush_names_plan_and_preview_follow_the_photo():
     spot = np.ones((100, 150), bool)
     spot[45:55, 70:80] = False
     assert "1 window(s) of 64x64 around the hole, at full resolution" in runner.describe_plan(spot, RunOptions())
+    assert "the whole 150x100 photo scaled to 64x64" in runner.describe_plan(keep, RunOptions(fit="resize"))
+    with pytest.raises(ValueError, match="unknown fit"):
+        runner.check(np.zeros((100, 150, 3), np.uint8), keep, RunOptions(fit="shrink"))
+    assert runner.note((100, 150), RunOptions()).startswith("note: the bundled model was trained on 64x64 faces")
+    assert runner.note((64, 64), RunOptions()) is None     # a 64x64 face is what it knows
     assert "Estimate: about " in said and "per call at batch 1)" in said
     assert "Over this server's limit" in runner.describe_plan(keep, RunOptions(schedule="paper"))
     photo = np.zeros((100, 150, 3), np.uint8)

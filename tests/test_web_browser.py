@@ -141,6 +141,12 @@ def test_the_default_brush_marks_a_sensible_share_of_any_photo(page, tmp_path, s
     assert hole.shape == (height, width)
     assert 0.005 < hole.mean() < 0.08, f"the stroke covers {hole.mean():.1%} of the photo"
     assert page.locator("#plan").get_by_text("network calls").count()        # the plan shows before Inpaint
+    notes = page.locator("#model-note").inner_text()
+    assert ("trained on 64x64 faces only" in notes and "repaint models" in notes) == (size != 64)
+    if size != 64:   # the fit menu changes the plan: the whole photo scaled to the model
+        page.locator("#fit input").click()
+        page.get_by_role("option", name="resize", exact=True).click()
+        page.locator("#plan").get_by_text(f"the whole {width}x{height} photo scaled to 64x64").wait_for()
 
 
 def test_paint_run_compare_use_as_input_and_run_again(page, server):
@@ -150,7 +156,7 @@ def test_paint_run_compare_use_as_input_and_run_again(page, server):
     painted = _mask(page)
     assert 20 < painted.sum() < 64 * 64 // 4, "the stroke should cover a band of the face"
     notes = page.locator("#model-note").inner_text()
-    assert "64x64 faces" in notes and "demo trained on faces" in notes      # the description and the notice
+    assert "64x64 faces" in notes and "repaint models" not in notes   # the description; a face needs no notice
     _short_schedule(page, steps=4)
     page.locator("#run").click()
     page.locator("#status").get_by_text("network calls").wait_for()

@@ -27,7 +27,7 @@ from PIL import Image
 from ..api import Cancelled, sample_filename
 from ..samplers import describe
 from .limits import Busy, check_pixels, decode_image, decode_mask
-from .runner import SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner, photo_stem
+from .runner import FIT_CHOICES, SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner, photo_stem
 
 __all__ = ["build_app", "editor_arrays", "brush_radius"]
 
@@ -100,9 +100,10 @@ def _int(value) -> int | None:
     return None if value is None or value == "" else int(value)
 
 
-def _options(model, sampler, schedule, steps, jump_length, jump_n_sample, seed=0, n_samples=1) -> RunOptions:
+def _options(model, sampler, schedule, steps, jump_length, jump_n_sample, seed=0, n_samples=1,
+             fit="auto") -> RunOptions:
     return RunOptions(model, sampler, schedule, _int(steps), _int(jump_length), _int(jump_n_sample),
-                      int(seed or 0), int(n_samples or 1))
+                      int(seed or 0), int(n_samples or 1), fit=fit or "auto")
 
 
 def _brush(radius: int | None = None):
@@ -159,16 +160,17 @@ class _Page:
     # -- before Inpaint: the mask preview, the model's notes and the plan ------------------------------------------
 
     def refresh(self, editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample,
-                n_samples):
+                n_samples, fit="auto"):
         """The mask as it will be used (white = keep, black = fill), the model's notes, and the plan in words."""
         notes = [f"**{model}**: {self.runner.menu.description(model)}"] if model in self.runner.menu.entries else []
         try:
-            opts = _options(model, sampler, schedule, steps, jump_length, jump_n_sample, 0, n_samples)
+            opts = _options(model, sampler, schedule, steps, jump_length, jump_n_sample, 0, n_samples, fit)
             if not editor or editor.get("background") is None:
                 return None, "\n\n".join(notes), f"{self.runner.cost(opts)}. Open a photo to see the whole plan."
             photo, keep = self.keep_mask(editor, mask_file, bool(invert))
-            if (notice := self.runner.menu.notice(model)) is not None:
-                notes.append(notice)
+            if (note := self.runner.note(photo.shape, opts)) is not None:   # the library's words, as the CLI's
+                words = note.removeprefix("note: ")
+                notes.append(f"{words[:1].upper()}{words[1:]}.")
             mask = (keep * 255).astype(np.uint8)
             if keep.all():
                 return mask, "\n\n".join(notes), "Paint over the region to fill (or upload a mask) to see the plan."
@@ -179,7 +181,7 @@ class _Page:
     # -- the run ---------------------------------------------------------------------------------------------------
 
     def run(self, editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample, seed,
-            n_samples, named=None, request=None, progress=None):
+            n_samples, fit="auto", named=None, request=None, progress=None):
         """A generator: live previews of the x0 estimate while the run goes, then the results."""
         import gradio as gr
 
@@ -188,7 +190,7 @@ class _Page:
         flag.clear()
         try:
             photo, keep = self.keep_mask(editor, mask_file, bool(invert))
-            opts = _options(model, sampler, schedule, steps, jump_length, jump_n_sample, seed, n_samples)
+            opts = _options(model, sampler, schedule, steps, jump_length, jump_n_sample, seed, n_samples, fit)
             self.runner.check(photo, keep, opts)
         except (ValueError, TypeError) as err:
             raise gr.Error(" ".join(str(err).split()), print_exception=False) from None
@@ -318,9 +320,9 @@ def build_app(runner: Runner, out_dir: Path | None = None):
     brush, eraser = _brush()
 
     def run(editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample, seed,
-            n_samples, stem, request: gr.Request, progress=gr.Progress()):
+            n_samples, fit, stem, request: gr.Request, progress=gr.Progress()):
         yield from page.run(editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample,
-                            seed, n_samples, stem, request, progress)
+                            seed, n_samples, fit, stem, request, progress)
 
     def stop(request: gr.Request):
         return page.stop(request), gr.update(interactive=True), gr.update(interactive=False)
@@ -371,6 +373,9 @@ def build_app(runner: Runner, out_dir: Path | None = None):
                     seed = gr.Number(label="Seed", value=0, precision=0, elem_id="seed")
                     n_samples = gr.Slider(1, limits.max_samples, value=1, step=1, label="Samples",
                                           elem_id="n-samples")
+                fit = gr.Dropdown(list(FIT_CHOICES), value="auto", label="Fit", elem_id="fit",
+                                  info="auto = windows at the photo's resolution, tiles where a hole is larger than "
+                                       "one window; resize = the whole photo scaled to the model (fast, blurred)")
                 plan_line = gr.Markdown(elem_id="plan")
                 mask_preview = gr.Image(label="Mask as it will be used (black = fill)", elem_id="mask-preview",
                                         interactive=False, height=160, format="png", type="numpy")
@@ -394,14 +399,15 @@ def build_app(runner: Runner, out_dir: Path | None = None):
                 files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="downloads")
 
         inputs = [editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample, seed,
-                  n_samples, stem]
+                  n_samples, fit, stem]
         started = go.click(running, None, [go, halt], queue=False, api_name=False)
         job = started.then(run, inputs, [compare, gallery, files, archive, status, result, live],
                            api_name="inpaint", concurrency_limit=1, concurrency_id="device",
                            show_progress_on=[status])   # one progress display, the live preview stays visible
         job.then(idle, None, [go, halt], queue=False, api_name=False)
         halt.click(stop, None, [status, go, halt], cancels=[job], queue=False, api_name=False)
-        watched = [editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample, n_samples]
+        watched = [editor, mask_file, invert, model, sampler, schedule, steps, jump_length, jump_n_sample, n_samples,
+                   fit]
         refreshed = dict(fn=page.refresh, inputs=watched, outputs=[mask_preview, model_note, plan_line], queue=False,
                          api_name=False, show_progress="hidden", trigger_mode="always_last")
         # one listener for all the fields, so that the answers come in the order of the changes (the last one wins)

@@ -16,10 +16,7 @@ from pathlib import Path
 from ..checkpoints import PRESETS, CheckpointError, search_dirs
 from ..checkpoints.download import find_on_disk
 
-__all__ = ["ModelMenu", "discover_models", "describe_entry", "FACE_NOTICE"]
-
-FACE_NOTICE = ("The bundled model is a small 64x64 demo trained on faces: it fills faces plausibly and little else, "
-               "and a larger photo is filled through 64x64 windows around the hole.")
+__all__ = ["ModelMenu", "discover_models", "describe_entry"]
 
 
 def discover_models(files: Sequence[str | Path] = ()) -> dict[str, str]:
@@ -77,10 +74,6 @@ class ModelMenu:
     def descriptions(self) -> dict[str, str]:
         """Menu name -> one line about the model (:func:`describe_entry`)."""
         return {name: describe_entry(source) for name, source in self.entries.items()}
-
-    def notice(self, name: str) -> str | None:
-        """What a person should know before running ``name`` on their photo, if anything."""
-        return FACE_NOTICE if self.entries.get(name) == "default" else None
 
     def description(self, name: str) -> str:
         """One line about the model called ``name``: the preset's own words, or where a file came from."""

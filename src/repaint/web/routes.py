@@ -26,7 +26,7 @@ from ..samplers import describe
 from .errors import ERROR_RESPONSES, error_response
 from .limits import Busy, TooLarge, decode_image, decode_mask
 from ..api import sample_filename
-from .runner import SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner, photo_stem
+from .runner import FIT_CHOICES, SAMPLER_CHOICES, SCHEDULE_CHOICES, RunOptions, Runner, photo_stem
 
 __all__ = ["api_router", "BodyLimit"]
 
@@ -90,6 +90,7 @@ class ModelsInfo(BaseModel):
     models: list[ModelInfo]
     samplers: list[str]
     schedules: list[str]
+    fits: list[str]
     max_samples: int
     max_pixels: int
     max_upload_bytes: int
@@ -124,7 +125,7 @@ def api_router(runner: Runner) -> APIRouter:
         """The models a client may name (with one line about each), the samplers and schedules, and the limits."""
         menu = [ModelInfo(name=name, description=runner.menu.description(name)) for name in runner.menu.names]
         return ModelsInfo(models=menu, samplers=list(SAMPLER_CHOICES), schedules=list(SCHEDULE_CHOICES),
-                          max_samples=limits.max_samples, max_pixels=limits.max_pixels,
+                          fits=list(FIT_CHOICES), max_samples=limits.max_samples, max_pixels=limits.max_pixels,
                           max_upload_bytes=limits.max_upload_bytes, max_calls=limits.max_calls)
 
     @router.post("/inpaint", responses={200: {"content": {"image/png": {}, "application/zip": {}},
@@ -144,6 +145,8 @@ def api_router(runner: Runner) -> APIRouter:
         seed: int = Form(0),
         n_samples: int = Form(1),
         class_label: int | None = Form(None),
+        fit: str = Form("auto", description="how the photo meets the model: auto (windows at full resolution, tiles "
+                                            "where a hole is larger than one window), tile, crop, resize or none"),
     ) -> Response:
         """Inpaint; one sample -> image/png, several -> application/zip of ``PHOTO_sSEED.png`` files (PHOTO: the
         uploaded image's file name).
@@ -153,7 +156,7 @@ def api_router(runner: Runner) -> APIRouter:
             photo = decode_image(await _read(image, limits.max_upload_bytes, "image"), limits, "image")
             keep = decode_mask(await _read(mask, limits.max_upload_bytes, "mask"), limits, invert_mask, "mask")
             opts = RunOptions(model, sampler, schedule, steps, jump_length, jump_n_sample, seed, n_samples,
-                              class_label)
+                              class_label, fit)
             out = await _run_until_disconnect(request, runner, photo, keep, opts)
         except TooLarge as err:
             return error_response(413, str(err))

@@ -16,19 +16,24 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..api import Cancelled, Estimate, InpaintResult, Plan, Progress, Window, estimate_plan, inpaint, model_note, plan
+from ..api import (
+    FIT_STRATEGIES, Cancelled, Estimate, InpaintResult, Plan, Progress, Window, estimate_plan, inpaint, model_note,
+    plan,
+)
 from ..samplers import SAMPLERS
 from ..settings import SCHEDULES, SamplerSettings, resolve_settings
 from .limits import Limits, RunGate, check_pixels
 from .models import ModelMenu
 
-__all__ = ["SAMPLER_CHOICES", "SCHEDULE_CHOICES", "RunOptions", "RunOutput", "Runner", "photo_stem", "preview"]
+__all__ = ["FIT_CHOICES", "SAMPLER_CHOICES", "SCHEDULE_CHOICES", "RunOptions", "RunOutput", "Runner", "photo_stem",
+           "preview"]
 
 # "recommended" is the model's own sampler and schedule (the bundled face model's: lanpaint, 46 steps); the presets
 # and "custom" (the paper's schedule with the T, j, r given: resampling at every t, so T=250, j=10, r=10 is 2,410
 # calls on any model) are RePaint's. An explicit sampler overrides the schedule's.
 SCHEDULE_CHOICES = ("recommended", *SCHEDULES, "custom")
 SAMPLER_CHOICES = ("recommended", *SAMPLERS)
+FIT_CHOICES = FIT_STRATEGIES   # how a photo meets the model: the library's --fit
 PREVIEW_EVERY_S = 0.5    # the live x0 preview is composed at most this often
 PREVIEW_SIDE = 1024      # and sent at most this large (a window of a resized large photo is the whole photo)
 
@@ -46,6 +51,7 @@ class RunOptions:
     seed: int = 0
     n_samples: int = 1
     class_label: int | None = None
+    fit: str = "auto"                 # the library's fit strategy (auto tiles a hole that one window cannot hold)
 
     @property
     def seeds(self) -> list[int]:
@@ -123,6 +129,8 @@ class Runner:
             raise ValueError(f"unknown sampler; choose from {', '.join(SAMPLER_CHOICES)}")
         if opts.schedule not in SCHEDULE_CHOICES:
             raise ValueError(f"unknown schedule; choose from {', '.join(SCHEDULE_CHOICES)}")
+        if opts.fit not in FIT_CHOICES:
+            raise ValueError(f"unknown fit; choose from {', '.join(FIT_CHOICES)}")
         if not 1 <= opts.n_samples <= self.limits.max_samples:
             raise ValueError(f"number of samples must be 1..{self.limits.max_samples}, got {opts.n_samples}")
 
@@ -169,7 +177,7 @@ class Runner:
         """What :meth:`run` would do with this keep-mask (loads the model if it is not loaded yet)."""
         inpainter = self.menu.get(opts.model)
         settings = self.settings(inpainter.recommended, opts)
-        return plan(inpainter, keep, "auto", settings, n_samples=opts.n_samples), settings
+        return plan(inpainter, keep, opts.fit, settings, n_samples=opts.n_samples), settings
 
     def estimate(self, chosen: Plan, opts: RunOptions) -> Estimate | None:
         """The time and memory ``chosen`` will cost (:func:`repaint.cost.estimate_plan`). The network is timed only
@@ -245,6 +253,6 @@ class Runner:
             start = time.perf_counter()
             labels = None if opts.class_label is None else [opts.class_label] * opts.n_samples
             result = inpaint(inpainter, image, keep, settings=settings, seeds=opts.seeds, labels=labels,
-                             callback=callback)
+                             fit=opts.fit, callback=callback)
             return RunOutput(result, settings, chosen, calls, time.perf_counter() - start, inpainter.description,
                              model_note(inpainter, image.shape, settings))
