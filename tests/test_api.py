@@ -210,3 +210,36 @@ def test_eval_memory_does_not_grow_with_the_number_of_images(inpainter, tmp_path
     few, many = _eval_peak(tmp_path, inpainter, 2), _eval_peak(tmp_path, inpainter, 8)
     # holding every image would add 6 x 384 x 384 x 3 bytes (2.7 MB) of uint8 alone, more as floats
     assert many < few + 1_500_000, (few, many)
+
+
+@pytest.mark.parametrize("fit, shape, holes", [
+    ("auto", (90, 90), [(5, 10, 5, 10), (70, 80, 70, 80)]),            # two windows at full resolution
+    ("tile", (40, 150), [(18, 22, 5, 145)]),                             # a long scratch: tiles in phases
+])
+def test_an_averaged_sample_is_the_mean_of_its_draws_run_one_by_one(inpainter, fit, shape, holes):
+    """average K: sample s is the rounded pixel mean of the plain runs with seeds s*K .. s*K+K-1, whole runs (tiles
+    included); the calls are K times one sample's, and outside the hole the bytes are the photo's."""
+    image = photo(*shape, seed=8)
+    keep = keep_mask(*shape, *holes)
+    averaged = SamplerSettings(steps=3, jump_length=1, jump_n_sample=1, average=3)
+    out = api.inpaint(inpainter, image, keep, settings=averaged, seeds=[0, 2], fit=fit, batch_size=2)
+    for seed in (0, 2):
+        draws = api.inpaint(inpainter, image, keep, settings=QUICK, seeds=api.draw_seeds(seed, 3), fit=fit)
+        mean = np.rint(np.mean([d.astype(float) for d in draws.samples.values()], axis=0)).astype(np.uint8)
+        assert np.array_equal(out.samples[seed], mean)
+        assert np.array_equal(out.samples[seed][keep], image[keep])
+    assert not np.array_equal(out.samples[0], out.samples[2])            # the two samples' draws differ
+    one = api.plan(inpainter, keep, fit, QUICK, batch_size=1)
+    assert api.plan(inpainter, keep, fit, averaged, n_samples=2, batch_size=1).calls == 6 * one.calls
+
+
+def test_averaging_checks_its_count_and_its_seeds():
+    assert api.draw_seeds(5) == [5] and api.draw_seeds(5, 4) == [20, 21, 22, 23]
+    with pytest.raises(ValueError, match="out of range"):
+        api.draw_seeds(api.MAX_SEED, 2)
+    for bad in (0, 65, 2.5, True):
+        with pytest.raises(ValueError, match="average must be a whole number of draws in 1..64"):
+            SamplerSettings(average=bad)
+    from repaint.samplers import describe
+
+    assert describe(SamplerSettings(average=4)).endswith(" average=4") and "average" not in describe(QUICK)

@@ -167,3 +167,28 @@ def test_web_runner_offers_refine_and_its_cost_is_what_it_runs():
     out = runner.run(image, keep, RunOptions("default", "refine"))
     assert out.planned == out.calls == 9          # round(0.2 * 46) steps, one batch
     assert np.array_equal(out.result.samples[0][keep], image[keep])
+
+
+def test_cli_inpaint_averages_draws_and_counts_their_calls(tmp_path):
+    """--average 3: the three draws run as one batch of 3 and the settings line names the average; the written sample
+    is the mean of the draws with seeds 0, 1, 2 (the library's rule, checked in test_api)."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from repaint.cli import cli
+    from repaint.images import read_rgb
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    args = ["inpaint", str(examples / "face.png"), str(examples / "face_mask.png"), "--sampler", "refine",
+            "--option", "start=0.1"]
+    result = CliRunner().invoke(cli, [*args, "--average", "3", "--out", str(tmp_path / "mean")])
+    assert result.exit_code == 0, result.output
+    assert "batch 3, 5 network calls" in result.output and "average=3" in result.output   # round(0.1 * 46) steps
+    draws = CliRunner().invoke(cli, [*args, "--n-samples", "3", "--out", str(tmp_path / "draws")])
+    assert draws.exit_code == 0, draws.output
+    each = [read_rgb(tmp_path / "draws" / "inpainted" / f"face_s{k}.png").astype(float) for k in range(3)]
+    mean = np.rint(np.mean(each, axis=0)).astype(np.uint8)
+    assert np.array_equal(read_rgb(tmp_path / "mean" / "inpainted" / "face_s0.png"), mean)
+    bad = CliRunner().invoke(cli, [*args, "--average", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--average" in bad.output

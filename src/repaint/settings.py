@@ -29,7 +29,11 @@ __all__ = [
     "FAST",
     "resolve_settings",
     "with_overrides",
+    "MAX_AVERAGE",
 ]
+
+# Draws averaged into one sample (``SamplerSettings.average``): each costs a full sampling run.
+MAX_AVERAGE = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +49,7 @@ class SamplerSettings(JumpParams):
     clip_denoised: bool = True
     eta: float = 1.0                  # stochasticity of DDIM-type samplers (1 = DDPM-like)
     options: dict = field(default_factory=dict)  # extra settings of other samplers
+    average: int = 1                  # draws averaged into each sample: K > 1 estimates the posterior mean
 
     def __post_init__(self) -> None:
         if not self.timestep_respacing and self.steps < 2:
@@ -54,6 +59,8 @@ class SamplerSettings(JumpParams):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.start_resampling < 0:
             raise ValueError(f"start_resampling must be >= 0, got {self.start_resampling}")
+        if isinstance(self.average, bool) or not isinstance(self.average, int) or not 1 <= self.average <= MAX_AVERAGE:
+            raise ValueError(f"average must be a whole number of draws in 1..{MAX_AVERAGE}, got {self.average!r}")
         if not math.isfinite(self.eta) or self.eta < 0:
             raise ValueError(f"eta must be a finite number >= 0, got {self.eta}")
         if not self.timestep_respacing:

@@ -85,6 +85,7 @@ def explicit_options(ctx: click.Context) -> set[str]:
 def schedule_options(command):
     """The sampler and schedule options of ``inpaint`` and ``eval`` (one declaration for both)."""
     from ..samplers import SAMPLERS
+    from ..settings import MAX_AVERAGE
 
     options = [
         click.option("--paper", is_flag=True,
@@ -103,6 +104,9 @@ def schedule_options(command):
         click.option("--start-resampling", type=click.IntRange(min=0), default=None,
                      help="Resample only at t <= this (the reference's start_resampling)."),
         click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta of ddim_repaint / ddnm."),
+        click.option("--average", type=click.IntRange(1, MAX_AVERAGE), default=None, metavar="K",
+                     help="Make each sample the mean of K draws (K times the network calls): closer to the original "
+                          "by PSNR and smoother, for restoring rather than inventing.  [default: 1]"),
         click.option("--option", "sampler_options", multiple=True, metavar="KEY=VALUE",
                      help="A setting of the chosen sampler, e.g. --sampler smc --option particles=20 (repeatable; "
                           "docs/fidelity.md lists them)."),
@@ -112,7 +116,8 @@ def schedule_options(command):
     return command
 
 
-SCHEDULE_OPTIONS = ("paper", "fast", "sampler", "steps", "jump_length", "jump_n_sample", "start_resampling", "eta")
+SCHEDULE_OPTIONS = ("paper", "fast", "sampler", "steps", "jump_length", "jump_n_sample", "start_resampling", "eta",
+                    "average")
 
 
 def settings_from(recommended, opts: dict, **extra):

@@ -69,4 +69,6 @@ def describe(settings) -> str:
     if row.reads_eta:
         parts.append(f"eta={settings.eta:g}")
     parts += [f"{k}={v}" for k, v in sorted(settings.options.items())]
+    if settings.average > 1:
+        parts.append(f"average={settings.average}")
     return " ".join(parts)
