@@ -143,11 +143,12 @@ def photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def test_faces(n: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    """``n`` faces of the utkface64 test split, chosen by a seeded permutation, read straight from the tar."""
+def test_faces(n: int, seed: int = 0, first: int = 0) -> list[tuple[str, np.ndarray]]:
+    """Faces ``first`` .. ``first + n - 1`` of a seeded permutation of the utkface64 test split, read straight from
+    the tar."""
     with tarfile.open(UTKFACE_TEST) as tar:
         members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
-        order = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+        order = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed))[first:first + n].tolist()
         return [(members[i].name, np.asarray(Image.open(io.BytesIO(tar.extractfile(members[i]).read()))
                                              .convert("RGB"))) for i in order]
 
@@ -178,21 +179,29 @@ class CallCounter:
 
 
 def method_settings(inpainter, names: list[str]) -> dict[str, SamplerSettings]:
+    """Each method's settings; a spec's ``average=K`` (any method) makes each sample the mean of K draws."""
     table = {"default": inpainter.recommended, "tile": inpainter.recommended, "crop": inpainter.recommended,
              "fast": resolve_settings(inpainter.recommended, "fast")}
-    return {m: table[m] if m in table else refine_settings(inpainter, m) if m.startswith("refine")
-            else SamplerSettings(sampler=m) for m in names}
+    out = {}
+    for m in names:
+        base, average = m.split(":")[0], int(_spec(m).get("average", 1))
+        settings = table[base] if base in table else refine_settings(inpainter, m) if base == "refine" \
+            else SamplerSettings(sampler=base)
+        out[m] = resolve_settings(settings, average=average)
+    return out
 
 
 def _spec(method: str) -> dict:
-    """``refine:start=0.2:init=telea:fit=tile`` -> {"start": 0.2, "init": "telea", "fit": "tile"}."""
+    """``refine:start=0.2:init=telea:fit=tile:average=4`` -> {"start": 0.2, "init": "telea", "fit": "tile",
+    "average": "4"}."""
     pairs = [part.split("=", 1) for part in method.split(":")[1:]]
     return {k: (float(v) if k in ("start", "resample") else v) for k, v in pairs}
 
 
 def refine_settings(inpainter, method: str) -> SamplerSettings:
-    """Sampler ``refine`` on the bundled model's respaced chain (46 steps), the spec's options (less ``fit``)."""
-    options = {k: v for k, v in _spec(method).items() if k != "fit"}
+    """Sampler ``refine`` on the bundled model's respaced chain (46 steps), the spec's options (less ``fit`` and
+    ``average``)."""
+    options = {k: v for k, v in _spec(method).items() if k not in ("fit", "average")}
     return resolve_settings(inpainter.recommended, sampler="refine", options=options)
 
 
@@ -201,9 +210,10 @@ def fit_of(method: str) -> str:
     (windows scaled down where a hole is larger than the model: what "default" was before ``auto`` tiled such holes,
     and what the recorded "default" rows of docs/real-photos.md ran); a ``refine:...`` spec says its own fit (default
     "tile"); the rest "auto"."""
-    if method.startswith("refine"):
+    base = method.split(":")[0]
+    if base == "refine":
         return _spec(method).get("fit", "tile")
-    return method if method in ("tile", "crop") else "auto"
+    return base if base in ("tile", "crop") else "auto"
 
 
 def run_photos(inpainter, counter, methods, mask_seeds, sheets_dir, photos=PHOTOS,
@@ -241,12 +251,12 @@ def run_photos(inpainter, counter, methods, mask_seeds, sheets_dir, photos=PHOTO
     return rows
 
 
-def run_faces(inpainter, counter, methods, n_faces, sheets_dir) -> list[dict]:
-    faces = test_faces(n_faces)
+def run_faces(inpainter, counter, methods, n_faces, sheets_dir, first: int = 0) -> list[dict]:
+    faces = test_faces(n_faces, first=first)
     rows = []
     sheet = []
     for setting in FACE_SETTINGS:
-        holes = [make_mask(setting, 64, seed=i).numpy() < 0.5 for i in range(len(faces))]
+        holes = [make_mask(setting, 64, seed=first + i).numpy() < 0.5 for i in range(len(faces))]
         outs: dict[str, list[np.ndarray]] = {}
         per_method = {}
         for method, settings in methods.items():
@@ -376,7 +386,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="default,biharmonic,telea,ns",
                         help="comma-separated: default, tile (default at fit tile), fast, biharmonic, telea, ns, and "
-                             "refine:start=F:init=NAME:resample=R:fit=FIT (sampler refine; fit default tile)")
+                             "refine:start=F:init=NAME:resample=R:fit=FIT (sampler refine; fit default tile); any "
+                             "method may end in :average=K (each sample the mean of K draws)")
     parser.add_argument("--mask-seeds", type=int, default=1, help="masks per photo and defect (0 = no photos)")
     parser.add_argument("--first-mask-seed", type=int, default=0,
                         help="the masks are seeds FIRST .. FIRST + MASK_SEEDS - 1 (the report set is seed 0)")
@@ -387,6 +398,9 @@ def main() -> None:
                         help=f"comma-separated scikit-image photos (of {', '.join(PHOTOS)})")
     parser.add_argument("--defects", default=",".join(DEFECTS), help="comma-separated defect kinds")
     parser.add_argument("--faces", type=int, default=8, help="utkface64 test faces (0 = none)")
+    parser.add_argument("--first-face", type=int, default=0,
+                        help="faces FIRST .. FIRST + FACES - 1 of the seeded permutation, mask seed = that position "
+                             "(the report set starts at 0)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real_photos.json")
     parser.add_argument("--sheets", type=Path, default=ROOT / "docs" / "real-photos")
@@ -403,7 +417,7 @@ def main() -> None:
                             args.defects.split(",")) if args.mask_seeds else []
     if args.reuse:
         names += reuse(photo_rows, args.reuse, names)
-    face_rows = run_faces(inpainter, counter, methods, args.faces, args.sheets) if args.faces else []
+    face_rows = run_faces(inpainter, counter, methods, args.faces, args.sheets, args.first_face) if args.faces else []
     photo_summary = summarise(photo_rows, "defect", [THIN, *DEFECTS], names)
     face_summary = summarise(face_rows, "setting", FACE_SETTINGS, names)
     report = {
