@@ -46,9 +46,9 @@ import torch
 from .cost import BatchChoice, Estimate, choose_batch, estimate_plan
 from .files import png_writer, write_group
 from .images import ImageError, OutputDirs, read_rgb, to_uint8
-from .masks import MaskError, read_keep_mask
+from .masks import THIN_WIDTH, MaskError, read_keep_mask
 from .inpainter import Inpainter
-from .samplers import entry, network_calls
+from .samplers import describe, entry, network_calls
 from .samplers.common import Step
 from .settings import SamplerSettings
 from .windows import FIT_STRATEGIES, Plan, Window, native_plan, native_view, paste, plan_windows, window_view
@@ -56,6 +56,7 @@ from .windows import FIT_STRATEGIES, Plan, Window, native_plan, native_view, pas
 __all__ = [
     "sample_filename",
     "draw_seeds",
+    "recommend",
     "FIT_STRATEGIES",
     "Window",
     "Plan",
@@ -294,6 +295,17 @@ def plan(inpainter: Inpainter, mask: np.ndarray, fit: str = "auto", settings: Sa
     draws = n_samples * (1 if settings is None else settings.average)   # averaging: K sampling runs per sample
     return plan_windows(mask, inpainter.image_size, fit, n_samples=draws, batch_size=batch_size,
                         calls_per_batch=per_batch, max_batch=choose_batch(inpainter, batch_size).batch)
+
+
+def recommend(inpainter: Inpainter, mask: np.ndarray) -> tuple[SamplerSettings, str | None]:
+    """The settings a photo with this keep-mask gets when the user names no sampler or schedule
+    (:meth:`Inpainter.recommended_for`), and the line every front end shows when they are not the model's usual ones
+    (a thin hole), else None."""
+    chosen = inpainter.recommended_for(mask)
+    if chosen == inpainter.recommended:
+        return chosen, None
+    return chosen, (f"thin hole (every part at most {THIN_WIDTH} px wide): {describe(chosen)}, the model's choice for "
+                    "thin defects in photos (docs/real-photos.md)")
 
 
 def model_note(inpainter: Inpainter, image_shape: Sequence[int], settings: SamplerSettings | None = None) -> str | None:

@@ -34,6 +34,11 @@ __all__ = [
 # The bundled face model's default: LanPaint at 46 steps (230 network calls, the fast RePaint schedule's cost), chosen
 # by the pre-registered confirmation run on 32 face64 test faces (docs/fidelity.md, "Confirmation").
 BUNDLED_DEFAULT = SamplerSettings(steps=46, sampler="lanpaint")
+# Its default for a thin hole (repaint.masks.is_thin_hole) in a photo other than a 64x64 face: the biharmonic fill
+# noised to step 9 of 46 and refined, the mean of 8 draws (9 network calls per batch; 8 draws of every window or
+# tile), chosen on scikit-image photos that the report does not use and reported on others (docs/real-photos.md,
+# "The mean of several draws").
+BUNDLED_THIN = SamplerSettings(steps=46, sampler="refine", options={"start": 0.2, "init": "biharmonic"}, average=8)
 
 
 def recommended_settings(model: str) -> SamplerSettings:
@@ -86,6 +91,7 @@ class Inpainter:
     recommended: SamplerSettings = PAPER  # the schedule a run gets unless told otherwise (repaint.settings)
     description: str = ""             # what it was trained on, at what size (model_description)
     bundled: bool = False             # the bundled 64x64 face demo model (preset "default")
+    thin: SamplerSettings | None = None   # the schedule for a thin hole in a photo it does not know (recommended_for)
     _fast: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
@@ -107,8 +113,9 @@ class Inpainter:
         clf = None
         if classifier is not None:
             clf = load_classifier(classifier, preset=classifier_preset).to(device)
+        bundled = model == "default"
         return cls(unet.to(device), config, trained, clf, device, accel, recommended_settings(model),
-                   model_description(model, preset), model == "default")
+                   model_description(model, preset), bundled, BUNDLED_THIN if bundled else None)
 
     @property
     def image_size(self) -> int:
@@ -117,6 +124,16 @@ class Inpainter:
     @property
     def num_classes(self) -> int | None:
         return self.config.num_classes if self.config.class_cond else None
+
+    def recommended_for(self, keep) -> SamplerSettings:
+        """The schedule a run on this keep-mask (bool [H, W], True = keep) gets unless told otherwise: :attr:`thin` for
+        a thin hole (:func:`repaint.masks.is_thin_hole`) in a photo other than the model's own size, where it was
+        chosen; :attr:`recommended` for everything else."""
+        from .masks import is_thin_hole
+
+        if self.thin is not None and tuple(keep.shape) != (self.image_size, self.image_size) and is_thin_hole(keep):
+            return self.thin
+        return self.recommended
 
     def note_for(self, height: int, width: int) -> str | None:
         """One line for a photo this model does not know, or None: the bundled face model meeting anything but a

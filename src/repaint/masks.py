@@ -247,6 +247,20 @@ def make_masks(kind: str, n: int, size: Size = 256, seed: Seed = 0, **kwargs) ->
     return torch.stack(masks) if masks else torch.zeros(0, h, w)
 
 
+THIN_WIDTH = 8   # a thin defect (scratch, dust, wire, text stroke) is at most this many pixels wide
+
+
+def is_thin_hole(keep: np.ndarray, width: int = THIN_WIDTH) -> bool:
+    """Whether every part of the hole of ``keep`` (bool [H, W], True = keep) is at most ``width`` px wide: no hole
+    pixel lies farther than ``width / 2`` px from a known pixel. False for a mask with no hole or nothing known."""
+    from scipy.ndimage import distance_transform_edt
+
+    keep = np.asarray(keep, bool)
+    if keep.all() or not keep.any():
+        return False
+    return float(distance_transform_edt(~keep).max()) <= width / 2
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Files.
 # ---------------------------------------------------------------------------------------------------------------

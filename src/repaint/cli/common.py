@@ -12,7 +12,7 @@ from ..samplers.common import SamplingError
 
 __all__ = [
     "InputError", "handles_errors", "device_of", "explicit_options", "schedule_options", "settings_from", "check_seed",
-    "one_line", "unet_config_option", "parse_settings",
+    "one_line", "unet_config_option", "parse_settings", "SCHEDULE_OPTIONS",
 ]
 
 

@@ -13,16 +13,17 @@ import torch
 from ..accel import PRECISIONS, Accel, unavailable
 from ..api import (
     FIT_STRATEGIES, MAX_SAMPLES, InpaintRequest, choose_batch, estimate_plan, inpaint_stream, model_note, plan,
-    read_image, read_mask, result_paths, write_result,
+    read_image, read_mask, recommend, result_paths, write_result,
 )
 from ..cost import largest_batch
 from ..files import check_destinations, ensure_writable
 from ..images import OutputDirs, check_readable, output_name, save_image
 from ..samplers.repaint import INJECTION_MODES
 from ..samplers import describe, network_calls
+from ..settings import resolve_settings
 from .common import (
-    InputError, check_seed, device_of, echo, explicit_options, handles_errors, parse_settings, schedule_options,
-    settings_from, unet_config_option,
+    SCHEDULE_OPTIONS, InputError, check_seed, device_of, echo, explicit_options, handles_errors, parse_settings,
+    schedule_options, settings_from, unet_config_option,
 )
 
 EXAMPLES = """
@@ -101,8 +102,13 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     check_seed(opts["seed"], opts["n_samples"])
     model = opts["model"]
     choices = merge_choices(conf, opts, explicit)
-    settings = settings_from(choices.settings, opts, injection=opts["injection"] if "injection" in explicit else None,
-                             paste_known=False if opts["no_paste"] else None)
+    extra = dict(injection=opts["injection"] if "injection" in explicit else None,
+                 paste_known=False if opts["no_paste"] else None)
+    average = opts["average"]
+    settings = settings_from(choices.settings, opts, **extra)
+    # a photo with a thin hole may get another recommendation (repaint.api.recommend), unless the run names its
+    # sampler or schedule, or comes from a config
+    may_route = conf is None and not explicit & {*SCHEDULE_OPTIONS, "sampler_options"} - {"average"}
     device = device_of(choices.device)
     if opts["cuda_graphs"] and torch.device(device).type != "cuda":
         raise InputError(f"--cuda-graphs needs a CUDA device, not {device}")
@@ -129,12 +135,18 @@ def inpaint(ctx: click.Context, image: Path | None, mask: Path | None, **opts) -
     labels = labels_from_seeds(seeds, inpainter.num_classes) if random_labels else \
         (None if label is None else [label] * len(seeds))
 
+    routed = None
+    if may_route and image is not None:
+        base, routed = recommend(inpainter, read_mask(mask, invert=opts["invert_mask"]))
+        settings = resolve_settings(base, average=average, **extra)
     per_batch = network_calls(settings, inpainter.diffusion(settings).num_timesteps)
     click.echo(f"model: {model if conf is None or 'model' in explicit else conf.model_path} "
                f"({inpainter.image_size}x{inpainter.image_size}"
                f"{', class-conditional' if inpainter.num_classes else ''}) on {inpainter.device}")
     click.echo(f"trained on: {inpainter.description}")
     click.echo(f"sampler: {describe(settings)} -> {per_batch} network calls per batch")
+    if routed is not None:
+        click.echo(routed)
     click.echo(f"network: {inpainter.execution()}")
     for pairs, dirs, conf_batch in groups:
         _run(inpainter, pairs, dirs, settings, seeds, labels, scale, opts, conf_batch or opts["batch_size"])

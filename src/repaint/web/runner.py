@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..api import (
     FIT_STRATEGIES, Cancelled, Estimate, InpaintResult, Plan, Progress, Window, estimate_plan, inpaint, model_note,
-    plan,
+    plan, recommend,
 )
 from ..samplers import SAMPLERS
 from ..settings import SCHEDULES, SamplerSettings, resolve_settings
@@ -173,10 +173,18 @@ class Runner:
             return describe(settings)
         return f"{describe(settings)}: {network_calls(settings, steps):,} network calls per window and sample"
 
+    def base(self, inpainter, keep: np.ndarray, opts: RunOptions) -> tuple[SamplerSettings, str | None]:
+        """The settings the form's choices apply to, and why when they are not the model's usual ones: the model's
+        recommendation for this keep-mask (:func:`repaint.api.recommend`: a thin hole in a photo may get its own) when
+        the form leaves both the sampler and the schedule at "recommended", else the model's usual recommendation."""
+        if opts.sampler == "recommended" and opts.schedule == "recommended":
+            return recommend(inpainter, keep)
+        return inpainter.recommended, None
+
     def plan(self, keep: np.ndarray, opts: RunOptions) -> tuple[Plan, SamplerSettings]:
         """What :meth:`run` would do with this keep-mask (loads the model if it is not loaded yet)."""
         inpainter = self.menu.get(opts.model)
-        settings = self.settings(inpainter.recommended, opts)
+        settings = self.settings(self.base(inpainter, keep, opts)[0], opts)
         return plan(inpainter, keep, opts.fit, settings, n_samples=opts.n_samples), settings
 
     def estimate(self, chosen: Plan, opts: RunOptions) -> Estimate | None:
@@ -193,7 +201,8 @@ class Runner:
         from ..samplers import describe
 
         chosen, settings = self.plan(keep, opts)
-        side = self.menu.get(opts.model).image_size
+        inpainter = self.menu.get(opts.model)
+        side, why = inpainter.image_size, self.base(inpainter, keep, opts)[1]
         h, w = keep.shape
         fit = {"none": f"the photo is the model's size ({side}x{side})",
                "crop": f"{len(chosen.windows)} window(s) of {side}x{side} around the hole, at full resolution",
@@ -207,6 +216,8 @@ class Runner:
                  + (guess.describe() if guess is not None else "once the run in progress ends (the device is busy)"))
         if chosen.calls > self.limits.max_calls:
             words += f". Over this server's limit of {self.limits.max_calls:,} calls: choose a shorter schedule"
+        if why is not None:   # a thin hole got the model's thin-defect setting
+            words += f". {why[:1].upper()}{why[1:]}"
         return words
 
     def run(
