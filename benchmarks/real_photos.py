@@ -366,11 +366,18 @@ def _face_row(image, hole, outs, zoom: int = 3) -> list[np.ndarray]:
     return [t.repeat(zoom, 0).repeat(zoom, 1) for t in (masked, *outs.values(), image)]
 
 
+def column_label(method: str) -> str:
+    """A sheet column's short name: ``refine:start=0.2:init=biharmonic:average=8`` -> ``refine 0.2, mean of 8``."""
+    spec = _spec(method)
+    words = method.split(":")[0] + (f" {spec['start']:g}" if "start" in spec else "")
+    return words + (f", mean of {spec['average']}" if int(spec.get("average", 1)) > 1 else "")
+
+
 def _save_sheet(rows: list[list[np.ndarray]], methods: list[str], path: Path, gap: int = 4) -> None:
     """Rows of tiles on white, a header of column names (hole shown magenta in the first column)."""
     th, tw = rows[0][0].shape[:2]
     header = 18
-    names = ["hole", *methods, "original"]
+    names = ["hole", *map(column_label, methods), "original"]
     sheet = Image.new("RGB", (len(names) * (tw + gap), header + len(rows) * (th + gap)), "white")
     draw = ImageDraw.Draw(sheet)
     for c, n in enumerate(names):
