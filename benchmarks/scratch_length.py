@@ -2,13 +2,15 @@
 
 A synthetic 4000x3000 photo (benchmarks/photo.py's smooth colour fields with grain) gets one horizontal scratch
 ``--width`` px wide and L px long for each L of ``--lengths``; each goes through ``repaint.api.inpaint`` at fit
-``auto`` (for such a scratch: model-sized tiles at the photo's resolution) with the bundled model's own sampler
-(``--steps`` overrides its T, to keep the run short; calls per batch scale with it, the shape of the curve does
-not). Per length: the plan (tiles, phases, batches, network calls), wall seconds of the inpaint call, and seconds in
-the network (hooks around every UNet call). The slope of seconds against length, by least squares, is the
-seconds per 100 px; the residuals say how straight the line is.
+``auto`` (for such a scratch: model-sized tiles at the photo's resolution) with what the bundled model recommends for
+it (:func:`repaint.api.recommend`: for a scratch at most 8 px wide, its thin-hole setting, the mean of 8 refined
+draws; ``--steps`` overrides T, to keep a run short; calls per batch scale with it, the shape of the curve does
+not; ``--usual`` takes the model's usual sampler instead, as before thin holes had their own). Per length: the
+plan (tiles, phases, batches, network calls), wall seconds of the inpaint call, and seconds in the network (hooks
+around every UNet call). The slope of seconds against length, by least squares, is the seconds per 100 px; the
+residuals say how straight the line is.
 
-    python benchmarks/scratch_length.py --lengths 250,500,1000,2000 --steps 20
+    python benchmarks/scratch_length.py --lengths 250,500,1000,2000 --threads 1
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def main() -> None:
     parser.add_argument("--lengths", default="250,500,1000,2000", help="scratch lengths in px, comma-separated")
     parser.add_argument("--width", type=int, default=5, help="scratch width in px")
     parser.add_argument("--steps", type=int, default=None, help="override the model's recommended T")
+    parser.add_argument("--usual", action="store_true",
+                        help="the model's usual sampler, not its recommendation for a thin hole")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scratch_length.json")
     args = parser.parse_args()
@@ -43,13 +47,14 @@ def main() -> None:
 
     image = synthetic_photo(3000, 4000)
     inpainter = api.load_inpainter("default", device="cpu")
-    settings = resolve_settings(inpainter.recommended, steps=args.steps)
     network = time_network_calls(inpainter.unet)
     rows = []
     for length in lengths:
         keep = np.ones(image.shape[:2], bool)
         top, left = 1500, 2000 - length // 2
         keep[top:top + args.width, left:left + length] = False
+        base = inpainter.recommended if args.usual else api.recommend(inpainter, keep)[0]
+        settings = resolve_settings(base, steps=args.steps)
         layout = api.plan(inpainter, keep, "auto", settings)
         network[0] = 0.0
         start = time.perf_counter()
@@ -72,7 +77,8 @@ def main() -> None:
         "seconds_per_100_px": round(100 * slope, 2), "intercept_s": round(intercept, 2),
         "largest_residual_s": round(float(np.abs(y - (slope * x + intercept)).max()), 2),
         "command": "python benchmarks/scratch_length.py --lengths " + args.lengths
-                   + (f" --steps {args.steps}" if args.steps else "") + f" --threads {args.threads}",
+                   + (f" --steps {args.steps}" if args.steps else "") + (" --usual" if args.usual else "")
+                   + f" --threads {args.threads}",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")

@@ -216,7 +216,7 @@ def test_the_page_api_refuses_server_paths_named_by_a_client(server):
     def file(path):
         return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
 
-    settings = ["default", "repaint", "custom", 4, 1, 1, 0, 1]
+    settings = ["default", "repaint", "custom", 4, 1, 1, 0, 1, "auto"]   # ..., seed, samples, fit
     named = {"background": file(EXAMPLES / "face.png"), "layers": [], "composite": None}
     stream = _gradio_call(server, [named, file(EXAMPLES / "face_mask.png"), False, *settings])
     assert "event: error" in stream and "not uploaded by a user" in stream
@@ -398,7 +398,7 @@ def test_a_person_s_mistakes_on_the_page_are_said_there_and_not_logged(server, c
     face = {"path": str(EXAMPLES / "face.png"), "meta": {"_type": "gradio.FileData"}}
     uploaded = {**face, "path": httpx.post(f"{server}/gradio_api/upload", timeout=30,
                                            files={"files": ("face.png", FACE, "image/png")}).json()[0]}
-    settings = ["default", "repaint", "custom", 4, 1, 1, 0, 1]
+    settings = ["default", "repaint", "custom", 4, 1, 1, 0, 1, "auto"]   # ..., seed, samples, fit
     for editor, words in ((None, "open a photo first"),
                           ({"background": uploaded, "layers": [], "composite": None}, "nothing to fill")):
         stream = _gradio_call(server, [editor, None, False, *settings])
