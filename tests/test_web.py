@@ -547,8 +547,10 @@ def test_ctrl_c_stops_the_server_cleanly_while_runs_are_in_progress(tmp_path):
                                   files={"files": ("l.png", _png(layer), "image/png")}).json()[0]
             editor = {"background": uploaded, "layers": [{**face, "path": up_layer}], "composite": None}
             stream = pool.submit(_gradio_call, url, [editor, None, False, "default", "recommended", "paper", 4, 1, 1,
-                                                     0, 1])
+                                                     0, 1, "auto"])
+            deadline = time.monotonic() + 60
             while httpx.get(f"{url}/api/health", timeout=10).json()["runs_admitted"] < 2:
+                assert time.monotonic() < deadline and not stream.done(), "the two runs did not start"
                 time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
             answer = api.result(timeout=30)
