@@ -38,6 +38,22 @@ def test_a_hole_is_thin_when_no_hole_pixel_is_over_half_the_width_from_a_known_o
     assert not is_thin_hole(np.ones((60, 90), bool)) and not is_thin_hole(np.zeros((60, 90), bool))
 
 
+def test_the_per_region_test_agrees_with_one_distance_transform_of_the_whole_mask():
+    from scipy.ndimage import distance_transform_edt
+
+    rng = np.random.default_rng(7)
+    seen = set()
+    for _ in range(300):
+        h, w = rng.integers(5, 40, 2)
+        keep = rng.random((h, w)) > rng.uniform(0.05, 0.95)
+        if keep.all() or not keep.any():
+            continue
+        whole = float(distance_transform_edt(~keep).max()) <= 4
+        assert is_thin_hole(keep) == whole
+        seen.add(whole)
+    assert seen == {True, False}
+
+
 def test_the_bundled_model_recommends_the_thin_setting_only_for_a_thin_hole_in_a_photo(tmp_path):
     bundled = api.load_inpainter("default", device="cpu")
     assert bundled.recommended_for(band(100, 150, 5)) == BUNDLED_THIN

@@ -253,12 +253,20 @@ THIN_WIDTH = 8   # a thin defect (scratch, dust, wire, text stroke) is at most t
 def is_thin_hole(keep: np.ndarray, width: int = THIN_WIDTH) -> bool:
     """Whether every part of the hole of ``keep`` (bool [H, W], True = keep) is at most ``width`` px wide: no hole
     pixel lies farther than ``width / 2`` px from a known pixel. False for a mask with no hole or nothing known."""
-    from scipy.ndimage import distance_transform_edt
+    from scipy.ndimage import distance_transform_edt, find_objects, label
 
     keep = np.asarray(keep, bool)
     if keep.all() or not keep.any():
         return False
-    return float(distance_transform_edt(~keep).max()) <= width / 2
+    reach = width / 2
+    pad = math.ceil(reach) + 1      # a known pixel within reach of a region lies inside its box grown by this
+    regions, _ = label(~keep)
+    for index, box in enumerate(find_objects(regions), start=1):   # one small transform per region, not the photo's
+        grown = tuple(slice(max(s.start - pad, 0), s.stop + pad) for s in box)
+        hole = ~keep[grown]
+        if hole.all() or distance_transform_edt(hole)[regions[grown] == index].max() > reach:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -183,9 +183,13 @@ class Runner:
 
     def plan(self, keep: np.ndarray, opts: RunOptions) -> tuple[Plan, SamplerSettings]:
         """What :meth:`run` would do with this keep-mask (loads the model if it is not loaded yet)."""
+        return self._plan(keep, opts)[:2]
+
+    def _plan(self, keep: np.ndarray, opts: RunOptions) -> tuple[Plan, SamplerSettings, str | None]:
         inpainter = self.menu.get(opts.model)
-        settings = self.settings(self.base(inpainter, keep, opts)[0], opts)
-        return plan(inpainter, keep, opts.fit, settings, n_samples=opts.n_samples), settings
+        base, why = self.base(inpainter, keep, opts)
+        settings = self.settings(base, opts)
+        return plan(inpainter, keep, opts.fit, settings, n_samples=opts.n_samples), settings, why
 
     def estimate(self, chosen: Plan, opts: RunOptions) -> Estimate | None:
         """The time and memory ``chosen`` will cost (:func:`repaint.cost.estimate_plan`). The network is timed only
@@ -200,9 +204,8 @@ class Runner:
         estimated time and memory."""
         from ..samplers import describe
 
-        chosen, settings = self.plan(keep, opts)
-        inpainter = self.menu.get(opts.model)
-        side, why = inpainter.image_size, self.base(inpainter, keep, opts)[1]
+        chosen, settings, why = self._plan(keep, opts)
+        side = self.menu.get(opts.model).image_size
         h, w = keep.shape
         fit = {"none": f"the photo is the model's size ({side}x{side})",
                "crop": f"{len(chosen.windows)} window(s) of {side}x{side} around the hole, at full resolution",
